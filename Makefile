@@ -1,0 +1,38 @@
+# gpudnn: `make test` and `make demo` do all set-up on a fresh machine (a .venv with a CPU torch).
+PYTHON ?= python3
+VENV ?= .venv
+VPY := $(VENV)/bin/python
+# Tested pins: torch 2.13.0 resolves to a local CPU build here (plain `torch` pulls GBs of CUDA);
+# triton 3.9 is the first whose interpreter works with numpy >= 2.4.
+TORCH_VERSION ?= 2.13.0
+TRITON_VERSION ?= 3.9.0
+JOBS ?= auto
+
+.PHONY: test demo test-gpu profile kernel-report clean
+
+$(VENV)/.installed: pyproject.toml Makefile
+	$(PYTHON) -m venv $(VENV)
+	$(VPY) -m pip install -q --upgrade pip setuptools
+	$(VPY) -m pip install -q "torch==$(TORCH_VERSION)" "triton==$(TRITON_VERSION)"
+	$(VPY) -m pip install -q -e ".[test,data]"
+	touch $@
+
+# CPU: Triton kernels run under the interpreter and are compared with the NumPy reference.
+test: $(VENV)/.installed
+	TRITON_INTERPRET=1 $(VPY) -m pytest -n $(JOBS) -q
+
+demo: $(VENV)/.installed
+	$(VPY) -m gpudnn demo
+
+# On a machine with CUDA (its own torch, triton, cupy): the same suite on CUDA tensors.
+test-gpu:
+	GPUDNN_TEST_DEVICE=cuda PYTHONPATH=$(CURDIR) $(PYTHON) -m pytest -q
+
+profile:
+	PYTHONPATH=$(CURDIR) $(PYTHON) -m profiling
+
+kernel-report: $(VENV)/.installed
+	$(VPY) -m profiling.kernel_report
+
+clean:
+	rm -rf $(VENV) build *.egg-info .pytest_cache

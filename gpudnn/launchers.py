@@ -1,0 +1,97 @@
+"""The launcher contract: every backend exposes these functions, with these signatures.
+
+A backend is a package with one module per op family (``dense.py``, ``conv.py``, ...):
+``gpudnn.reference`` (NumPy), ``gpudnn.kernels.triton`` and ``gpudnn.kernels.cupy``. The autograd
+Functions in ``gpudnn.ops`` call ``gpudnn.backend.launcher(name, *tensors)`` and never import a
+backend directly. Triton and CuPy launchers take and return torch tensors; reference launchers take
+and return NumPy arrays (``gpudnn.backend`` converts at the boundary, and copies in-place updates
+back). Shapes below; ``act`` is ``kernels.activations.Activation`` or ``None`` (identity).
+``needs`` is a tuple of bools (like ``ctx.needs_input_grad``); a gradient not needed is ``None``.
+
+activations
+    activation_forward(x, act) -> y                       any shape, any strides
+    activation_backward(grad_y, saved, act) -> grad_x     saved = y if act.from_output else x
+dense
+    dense_forward(x, weight, bias, act) -> (y, saved)
+        x [M, K], weight [N, K], bias [N] | None -> y [M, N];
+        saved = None if act is None, y if act.from_output, else the pre-activation z [M, N]
+    dense_backward(grad_y, x, weight, saved, act, needs) -> (grad_x, grad_weight, grad_bias)
+softmax
+    softmax_forward(x, dim, log) -> y                     any shape; log=True is log_softmax
+    softmax_backward(grad_y, y, dim, log) -> grad_x
+losses
+    cross_entropy_forward(logits, target, ignore_index, reduction) -> (loss, lse)
+        logits [N, C], target [N] int64; loss 0-d ("mean", "sum") or [N] ("none");
+        lse [N] float32 (log-sum-exp of each row; probabilities are never written)
+        "mean" divides by the number of non-ignored rows (NaN when all are ignored, as torch)
+    cross_entropy_backward(grad_loss, logits, target, lse, ignore_index, reduction) -> grad_logits
+    bce_with_logits_forward(x, target, reduction) -> loss      x, target same shape
+    bce_with_logits_backward(grad_loss, x, target, reduction, needs) -> (grad_x, grad_target)
+    mse_loss_forward(x, target, reduction) -> loss
+    mse_loss_backward(grad_loss, x, target, reduction, needs) -> (grad_x, grad_target)
+dropout
+    dropout_forward(x, p, seed, offset) -> y
+    dropout_backward(grad_y, p, seed, offset) -> grad_x
+        Element i (row-major logical index) is kept iff u_i >= float32(p), where
+        u_i = tl.rand(seed, offset + i) (Philox4x32-10); kept elements are scaled by
+        float32(1 / (1 - p)). 0 < p < 1 here (the Function handles p == 0 and p == 1).
+batchnorm
+    batch_norm_forward(x, weight, bias, running_mean, running_var, training, momentum, eps, act)
+        -> (y, mean, invstd)
+        x [N, C, *] (NCHW or channels_last), weight/bias/running_* [C] | None;
+        training: batch statistics, running_* updated in place with the unbiased variance;
+        eval: running statistics. mean, invstd [C] float32 are what backward needs.
+    batch_norm_backward(grad_y, x, weight, bias, mean, invstd, act, training, needs)
+        -> (grad_x, grad_weight, grad_bias)       the pre-activation is recomputed from x
+conv
+    conv2d_forward(x, weight, bias, stride, padding, dilation, groups, act) -> (y, saved)
+        x [N, Cin, H, W] (NCHW or channels_last), weight [Cout, Cin/groups, kh, kw];
+        stride (sh, sw), padding (top, bottom, left, right), dilation (dh, dw);
+        y in the memory format torch would return
+    conv2d_backward(grad_y, x, weight, saved, stride, padding, dilation, groups, act, needs)
+        -> (grad_x, grad_weight, grad_bias)
+    conv_transpose2d_forward(x, weight, bias, stride, padding, output_padding, groups, dilation,
+                             act) -> (y, saved)
+        weight [Cin, Cout/groups, kh, kw]; padding (ph, pw); output_padding (oh, ow)
+    conv_transpose2d_backward(grad_y, x, weight, saved, stride, padding, output_padding, groups,
+                              dilation, act, needs) -> (grad_x, grad_weight, grad_bias)
+pool
+    max_pool2d_forward(x, kernel_size, stride, padding, dilation, ceil_mode) -> (y, saved)
+        saved: whatever the same backend's backward needs (indices); opaque to the Function
+    max_pool2d_backward(grad_y, x_shape, saved, kernel_size, stride, padding, dilation, ceil_mode)
+        -> grad_x
+    avg_pool2d_forward(x, kernel_size, stride, padding, ceil_mode, count_include_pad,
+                       divisor_override) -> y
+    avg_pool2d_backward(grad_y, x_shape, kernel_size, stride, padding, ceil_mode,
+                        count_include_pad, divisor_override) -> grad_x
+        all pairs are (h, w) tuples; grad_x takes grad_y's memory format
+lstm
+    lstm_cell_forward / lstm_cell_backward / lstm_layer_forward / lstm_layer_backward
+        (signatures in gpudnn/reference/lstm.py, the same in every backend)
+optim
+    sgd_step / adam_step  (in place on lists of tensors; signatures in gpudnn/reference/optim.py)
+"""
+from __future__ import annotations
+
+# launcher name -> family module name (the same file name in every backend package)
+LAUNCHERS: dict[str, str] = {}
+for _family, _names in {
+    "activations": ["activation_forward", "activation_backward"],
+    "dense": ["dense_forward", "dense_backward"],
+    "softmax": ["softmax_forward", "softmax_backward"],
+    "losses": ["cross_entropy_forward", "cross_entropy_backward",
+               "bce_with_logits_forward", "bce_with_logits_backward",
+               "mse_loss_forward", "mse_loss_backward"],
+    "dropout": ["dropout_forward", "dropout_backward"],
+    "batchnorm": ["batch_norm_forward", "batch_norm_backward"],
+    "conv": ["conv2d_forward", "conv2d_backward",
+             "conv_transpose2d_forward", "conv_transpose2d_backward"],
+    "pool": ["max_pool2d_forward", "max_pool2d_backward",
+             "avg_pool2d_forward", "avg_pool2d_backward"],
+    "lstm": ["lstm_cell_forward", "lstm_cell_backward",
+             "lstm_layer_forward", "lstm_layer_backward"],
+    "optim": ["sgd_step", "adam_step"],
+}.items():
+    for _name in _names:
+        LAUNCHERS[_name] = _family
+del _family, _names, _name
