@@ -38,6 +38,10 @@ def _as_numpy(x) -> np.ndarray:
     return np.asarray(x)
 
 
+def _where(flat_index, shape) -> tuple[int, ...]:
+    return tuple(int(i) for i in np.unravel_index(flat_index, shape))
+
+
 def assert_close(actual, expected, dtype=None, *, name: str = "value",
                  rtol: float | None = None, atol: float | None = None,
                  scale: float = 1.0) -> None:
@@ -60,23 +64,23 @@ def assert_close(actual, expected, dtype=None, *, name: str = "value",
     a64, e64 = a.astype(np.float64), e.astype(np.float64)
     nan_a, nan_e = np.isnan(a64), np.isnan(e64)
     if (nan_a != nan_e).any():
-        idx = np.unravel_index(np.argmax(nan_a != nan_e), a.shape)
-        raise AssertionError(f"{name}: NaN mismatch at index {idx}: actual {a64[idx]!r}, "
-                             f"expected {e64[idx]!r} ({int((nan_a != nan_e).sum())} places)")
+        idx = _where(np.argmax(nan_a != nan_e), a.shape)
+        raise AssertionError(f"{name}: NaN mismatch at index {idx}: actual {a64[idx]}, "
+                             f"expected {e64[idx]} ({int((nan_a != nan_e).sum())} places)")
     inf_a, inf_e = np.isinf(a64), np.isinf(e64)
     if (inf_a != inf_e).any() or (a64[inf_a] != e64[inf_a]).any():
         bad = (inf_a != inf_e) | (inf_a & (a64 != e64))
-        idx = np.unravel_index(np.argmax(bad), a.shape)
-        raise AssertionError(f"{name}: inf mismatch at index {idx}: actual {a64[idx]!r}, "
-                             f"expected {e64[idx]!r}")
+        idx = _where(np.argmax(bad), a.shape)
+        raise AssertionError(f"{name}: inf mismatch at index {idx}: actual {a64[idx]}, "
+                             f"expected {e64[idx]}")
     finite = ~(nan_a | inf_a)
     diff = np.where(finite, np.abs(a64 - e64), 0.0)
     bound = atol + rtol * np.abs(np.where(finite, e64, 0.0))
     bad = diff > bound
     if bad.any():
-        idx = np.unravel_index(np.argmax(np.where(bad, diff - bound, -np.inf)), a.shape)
-        worst = np.unravel_index(np.argmax(diff), a.shape)
+        idx = _where(np.argmax(np.where(bad, diff - bound, -np.inf)), a.shape)
+        worst = _where(np.argmax(diff), a.shape)
         raise AssertionError(
             f"{name}: {int(bad.sum())} of {a.size} elements differ beyond rtol={rtol:g}, "
-            f"atol={atol:g} ({_key(dtype)}); at index {idx}: actual {a64[idx]!r}, expected "
-            f"{e64[idx]!r}; largest |diff| {diff[worst]:.3g} at {worst}")
+            f"atol={atol:g} ({_key(dtype)}); at index {idx}: actual {a64[idx]:.9g}, expected "
+            f"{e64[idx]:.9g}; largest |diff| {diff[worst]:.3g} at {worst}")

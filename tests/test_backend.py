@@ -1,0 +1,181 @@
+"""The backend registry and selection API (SPEC section 3), and the package's own plumbing."""
+import importlib.util
+import os
+import subprocess
+import sys
+import threading
+
+import numpy as np
+import pytest
+import torch
+
+import gpudnn
+from gpudnn import backend
+from gpudnn.activations import parse_activation
+from gpudnn.kernels.activations import NAMES, Activation
+from gpudnn.testing import TOLERANCES, assert_close
+
+
+def test_reference_always_available():
+    assert "reference" in gpudnn.available_backends()
+
+
+def test_triton_available_under_interpreter():
+    # conftest sets TRITON_INTERPRET=1 on CPU runs
+    if os.environ.get("GPUDNN_TEST_DEVICE", "cpu") == "cpu":
+        assert "triton" in gpudnn.available_backends()
+
+
+def test_default_is_auto_and_set_backend_round_trips():
+    assert gpudnn.get_backend() == "auto"
+    gpudnn.set_backend("reference")
+    assert gpudnn.get_backend() == "reference"
+    gpudnn.set_backend("AUTO")
+    assert gpudnn.get_backend() == "auto"
+
+
+def test_use_backend_is_scoped_and_nests():
+    with gpudnn.use_backend("reference"):
+        assert gpudnn.get_backend() == "reference"
+        with gpudnn.use_backend("triton"):
+            assert gpudnn.get_backend() == "triton"
+        assert gpudnn.get_backend() == "reference"
+    assert gpudnn.get_backend() == "auto"
+
+
+def test_use_backend_restores_after_exception():
+    with pytest.raises(KeyError):
+        with gpudnn.use_backend("reference"):
+            raise KeyError("boom")
+    assert gpudnn.get_backend() == "auto"
+
+
+def test_use_backend_is_per_thread():
+    seen = []
+    with gpudnn.use_backend("reference"):
+        t = threading.Thread(target=lambda: seen.append(gpudnn.get_backend()))
+        t.start()
+        t.join()
+    assert seen == ["auto"]
+
+
+def test_unknown_backend_is_value_error():
+    with pytest.raises(ValueError, match="unknown gpudnn backend"):
+        gpudnn.set_backend("tpu")
+    with pytest.raises(ValueError):
+        with gpudnn.use_backend("numpy"):
+            pass
+
+
+def test_environment_variable_selects_backend():
+    code = "import gpudnn; print(gpudnn.get_backend())"
+    env = dict(os.environ, GPUDNN_BACKEND="reference")
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True,
+                         check=True)
+    assert out.stdout.strip() == "reference"
+    env["GPUDNN_BACKEND"] = "bogus"
+    bad = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True)
+    assert bad.returncode != 0 and "unknown gpudnn backend" in bad.stderr
+
+
+def test_auto_picks_reference_for_cpu_tensors():
+    assert backend.resolve("dense_forward", torch.ones(2)) == "reference"
+
+
+def test_triton_on_cpu_without_interpreter_is_a_clear_runtime_error(monkeypatch):
+    monkeypatch.setenv("TRITON_INTERPRET", "0")
+    with gpudnn.use_backend("triton"):
+        with pytest.raises(RuntimeError, match="TRITON_INTERPRET=1"):
+            backend.launcher("dense_forward", torch.ones(2))
+
+
+def test_cupy_on_cpu_tensors_is_a_clear_runtime_error():
+    with gpudnn.use_backend("cupy"):
+        with pytest.raises(RuntimeError, match="cupy backend"):
+            backend.launcher("dense_forward", torch.ones(2))
+
+
+def test_mixed_devices_are_refused():
+    meta = torch.ones(2, device="meta")
+    with pytest.raises(RuntimeError, match="different devices"):
+        backend.resolve("dense_forward", torch.ones(2), meta)
+
+
+def test_unknown_launcher():
+    with pytest.raises(KeyError):
+        backend.resolve("no_such_op", torch.ones(1))
+
+
+def test_reference_adapter_round_trips_torch_and_numpy(monkeypatch):
+    calls = {}
+
+    def fake(x, scale, out_list):
+        calls["types"] = (type(x), type(out_list[0]))
+        out_list[0][...] = 7.0  # in-place update must reach the tensor
+        return x * scale, np.arange(3)
+
+    wrapped = backend._numpy_adapter(fake)
+    x = torch.ones(2, 3, dtype=torch.float64)
+    buf = torch.zeros(2)
+    y, idx = wrapped(x, 2.0, [buf])
+    assert calls["types"] == (np.ndarray, np.ndarray)
+    assert isinstance(y, torch.Tensor) and y.dtype == torch.float64 and torch.all(y == 2)
+    assert idx.dtype == torch.int64
+    assert torch.all(buf == 7.0)
+    # an output never aliases an input
+    y2, _ = backend._numpy_adapter(lambda x, s, o: (x, np.arange(1)))(x, 1.0, [buf])
+    y2.add_(1)
+    assert torch.all(x == 1)
+
+
+def test_reference_adapter_keeps_channels_last():
+    x = torch.randn(2, 3, 4, 5).to(memory_format=torch.channels_last)
+    y = backend._numpy_adapter(lambda a: a * 2)(x)
+    assert y.is_contiguous(memory_format=torch.channels_last)
+
+
+def test_kernels_is_not_a_top_level_package():
+    # SPEC section 2: the folder kernels/ installs as gpudnn.kernels, never as bare `kernels`
+    assert importlib.util.find_spec("gpudnn.kernels") is not None
+    out = subprocess.run([sys.executable, "-c", "import kernels"], capture_output=True,
+                         cwd="/", text=True)
+    assert out.returncode != 0
+
+
+def test_parse_activation_names_modules_and_errors():
+    assert parse_activation(None) is None
+    for name in NAMES:
+        assert parse_activation(name).name == name
+    assert parse_activation(torch.nn.LeakyReLU(0.2)) == Activation("leaky_relu", 0.2)
+    assert parse_activation(torch.nn.GELU(approximate="tanh")).name == "gelu_tanh"
+    assert parse_activation(torch.nn.GELU()).name == "gelu"
+    assert parse_activation(torch.nn.SiLU()).name == "silu"
+    assert parse_activation("leaky_relu").param == 0.01
+    for bad in ("swish", torch.nn.Softmax(dim=1), 3, torch.nn.Hardtanh()):
+        with pytest.raises(ValueError):
+            parse_activation(bad)
+
+
+def test_activation_saved_tensor_rule():
+    assert Activation("relu").from_output and Activation("tanh").from_output
+    assert not Activation("gelu").from_output and not Activation("silu").from_output
+    assert Activation("leaky_relu", 0.1).from_output
+    assert not Activation("leaky_relu", -0.5).from_output  # sign of y no longer tells the branch
+
+
+def test_assert_close_reports_where_and_how_much():
+    a = torch.zeros(3, 4)
+    b = torch.zeros(3, 4)
+    b[1, 2] = 1.0
+    with pytest.raises(AssertionError, match=r"1 of 12 elements.*\(1, 2\)"):
+        assert_close(a, b, name="out")
+    with pytest.raises(AssertionError, match="shape"):
+        assert_close(a, b[:2])
+    nan = torch.full((2,), float("nan"))
+    assert_close(nan, nan)
+    with pytest.raises(AssertionError, match="NaN mismatch"):
+        assert_close(nan, torch.zeros(2))
+    with pytest.raises(AssertionError, match="inf mismatch"):
+        assert_close(torch.tensor([float("inf")]), torch.tensor([-float("inf")]))
+    assert set(TOLERANCES) >= {"float64", "float32", "bfloat16", "float16"}
+    assert_close(torch.tensor([1.0 + 1e-6]), torch.tensor([1.0]))  # float32 row
