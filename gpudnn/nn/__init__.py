@@ -12,7 +12,7 @@ _TABLE = {
     "MaxPool2d": ".pool", "AvgPool2d": ".pool",
     "LSTM": ".lstm", "LSTMCell": ".lstm",
     "CrossEntropyLoss": ".loss", "BCEWithLogitsLoss": ".loss", "MSELoss": ".loss",
-    "convert": ".convert",
+    "convert": "._convert",  # not .convert: a submodule would shadow the function
 }
 __all__ = sorted(_TABLE)
 __getattr__, __dir__ = lazy_exports("gpudnn.nn", _TABLE)

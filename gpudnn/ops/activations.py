@@ -1,0 +1,66 @@
+"""Standalone activations as one autograd Function (saves y where the derivative allows, else x)."""
+from __future__ import annotations
+
+import torch
+
+from ..activations import Activation
+from ..backend import launcher
+from ._common import check_tensor
+
+__all__ = ["ActivationFunction", "activation", "relu", "leaky_relu", "sigmoid", "tanh", "gelu",
+           "silu"]
+
+
+class ActivationFunction(torch.autograd.Function):
+    """y = act(x) elementwise, any shape and strides."""
+
+    @staticmethod
+    def forward(ctx, x: torch.Tensor, act: Activation) -> torch.Tensor:
+        y = launcher("activation_forward", x)(x, act)
+        ctx.act = act
+        ctx.save_for_backward(y if act.from_output else x)
+        return y
+
+    @staticmethod
+    def backward(ctx, grad_y: torch.Tensor):
+        (saved,) = ctx.saved_tensors
+        grad_x = launcher("activation_backward", grad_y, saved)(grad_y, saved, ctx.act)
+        return grad_x, None
+
+
+def activation(input: torch.Tensor, act: Activation | None) -> torch.Tensor:
+    """Apply ``act`` (None: identity, returns ``input``)."""
+    check_tensor("input", input)
+    if act is None:
+        return input
+    return ActivationFunction.apply(input, act)
+
+
+# ``inplace=True`` is accepted for signature compatibility and computes out of place: a kernel's
+# output never aliases its input, and autograd sees an ordinary op.
+
+def relu(input: torch.Tensor, inplace: bool = False) -> torch.Tensor:
+    return activation(input, Activation("relu"))
+
+
+def leaky_relu(input: torch.Tensor, negative_slope: float = 0.01,
+               inplace: bool = False) -> torch.Tensor:
+    return activation(input, Activation("leaky_relu", float(negative_slope)))
+
+
+def sigmoid(input: torch.Tensor) -> torch.Tensor:
+    return activation(input, Activation("sigmoid"))
+
+
+def tanh(input: torch.Tensor) -> torch.Tensor:
+    return activation(input, Activation("tanh"))
+
+
+def gelu(input: torch.Tensor, approximate: str = "none") -> torch.Tensor:
+    if approximate not in ("none", "tanh"):
+        raise ValueError(f"gelu: approximate must be 'none' or 'tanh', got {approximate!r}")
+    return activation(input, Activation("gelu_tanh" if approximate == "tanh" else "gelu"))
+
+
+def silu(input: torch.Tensor, inplace: bool = False) -> torch.Tensor:
+    return activation(input, Activation("silu"))
