@@ -29,7 +29,7 @@ test-gpu:
 	GPUDNN_TEST_DEVICE=cuda PYTHONPATH=$(CURDIR) $(PYTHON) -m pytest -q
 
 profile:
-	PYTHONPATH=$(CURDIR) $(PYTHON) -m profiling
+	PYTHONPATH=$(CURDIR) $(PYTHON) -m profiling $(PROFILE_ARGS)
 
 kernel-report: $(VENV)/.installed
 	$(VPY) -m profiling.kernel_report

@@ -227,6 +227,18 @@ def _first_tensor(args: tuple) -> torch.Tensor | None:
     return None
 
 
+def _copy_back_if_changed(tensor: torch.Tensor, arr: np.ndarray) -> None:
+    """Write a launcher's in-place update of a copied argument back into the tensor, and leave
+    untouched arguments alone: a needless copy_ would bump the version counter of a tensor that
+    autograd saved for backward."""
+    new = torch.from_numpy(arr).to(device=tensor.device, dtype=tensor.dtype)
+    old = tensor.detach()
+    same = (new == old) | (new.isnan() & old.isnan()) if new.is_floating_point() else new == old
+    if not bool(same.all()):
+        with torch.no_grad():
+            tensor.copy_(new)
+
+
 def _numpy_adapter(fn: Callable) -> Callable:
     """Wrap a NumPy launcher so that it takes and returns torch tensors."""
 
@@ -238,10 +250,7 @@ def _numpy_adapter(fn: Callable) -> Callable:
         nkwargs = {k: _to_numpy(v, back) for k, v in kwargs.items()}
         out = fn(*nargs, **nkwargs)
         for tensor, arr in back:  # in-place updates of tensors that were copied
-            if not arr.flags.writeable:
-                continue
-            with torch.no_grad():
-                tensor.copy_(torch.from_numpy(arr))
+            _copy_back_if_changed(tensor, arr)
         return _to_torch(out, like)
 
     wrapper.__wrapped_numpy__ = fn

@@ -179,3 +179,19 @@ def test_assert_close_reports_where_and_how_much():
         assert_close(torch.tensor([float("inf")]), torch.tensor([-float("inf")]))
     assert set(TOLERANCES) >= {"float64", "float32", "bfloat16", "float16"}
     assert_close(torch.tensor([1.0 + 1e-6]), torch.tensor([1.0]))  # float32 row
+
+
+def test_reference_adapter_leaves_unmodified_half_arguments_alone():
+    # a copy-back into an argument the launcher did not change would bump its version counter
+    # and break autograd for tensors saved for backward
+    x = torch.randn(4, dtype=torch.bfloat16)
+    version = x._version
+    backend._numpy_adapter(lambda a: a * 2)(x)
+    assert x._version == version
+    stats = torch.zeros(3, dtype=torch.bfloat16)
+
+    def update(a):
+        a += 1.5
+
+    backend._numpy_adapter(update)(stats)
+    assert torch.all(stats == 1.5)
