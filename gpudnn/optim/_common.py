@@ -1,0 +1,55 @@
+"""What the gpudnn optimizers share: refusing torch options they do not implement, and running one
+launcher call per device over a parameter group."""
+from __future__ import annotations
+
+from typing import Callable, Sequence
+
+import torch
+
+from .. import backend
+
+
+def reject_unsupported(optimizer: str, *, lr, betas=None, capturable: bool = False,
+                       differentiable: bool = False, fused: bool | None = None) -> None:
+    """Raise for the torch.optim options these optimizers do not implement (before torch's own
+    validation, which then gives torch's errors for bad values)."""
+    if isinstance(lr, torch.Tensor):
+        raise TypeError(f"gpudnn.optim.{optimizer}: a Tensor lr is not supported; pass a float "
+                        "(lr_schedulers work with float learning rates)")
+    if betas is not None and any(isinstance(b, torch.Tensor) for b in betas):
+        raise TypeError(f"gpudnn.optim.{optimizer}: Tensor betas are not supported; pass floats")
+    if fused:
+        raise ValueError(f"gpudnn.optim.{optimizer} always runs gpudnn's own multi-tensor kernel; "
+                         "fused=True selects torch's fused kernel, use torch.optim for that")
+    if capturable:
+        raise ValueError(f"gpudnn.optim.{optimizer} does not support capturable=True "
+                         "(CUDA-graph capture of the step); use torch.optim for that")
+    if differentiable:
+        raise ValueError(f"gpudnn.optim.{optimizer} does not support differentiable=True")
+
+
+def check_group(optimizer: str, group: dict, params: Sequence[torch.Tensor],
+                grads: Sequence[torch.Tensor]) -> None:
+    if isinstance(group["lr"], torch.Tensor):
+        raise TypeError(f"gpudnn.optim.{optimizer}: a Tensor lr is not supported; pass a float")
+    for p, g in zip(params, grads):
+        if g.is_sparse:
+            raise RuntimeError(f"gpudnn.optim.{optimizer} does not support sparse gradients")
+        if p.is_complex():
+            raise TypeError(f"gpudnn.optim.{optimizer} does not support complex parameters")
+
+
+def per_device(name: str, lists: Sequence[Sequence | None], call: Callable) -> None:
+    """Call ``call(launcher, *sublists)`` once per device of ``lists[0]`` (the params), with every
+    list cut down to that device's entries (``None`` lists stay ``None``)."""
+    params = lists[0]
+    devices: dict[torch.device, list[int]] = {}
+    for i, p in enumerate(params):
+        devices.setdefault(p.device, []).append(i)
+    for indices in devices.values():
+        if len(devices) == 1:
+            sub = list(lists)
+        else:
+            sub = [None if lst is None else [lst[i] for i in indices] for lst in lists]
+        tensors = [t for lst in sub[:2] for t in lst]
+        call(backend.launcher(name, tensors), *sub)
