@@ -79,11 +79,11 @@ def _cupy_problem() -> str | None:
                 "(cupy-cuda13x, for CUDA 13 drivers)")
     if not torch.cuda.is_available():
         return "CuPy needs a CUDA GPU and torch.cuda.is_available() is False"
+    from .kernels.cupy._runtime import cupy_module
     try:
-        import cupy  # noqa: F401
-        cupy.cuda.runtime.getDeviceCount()
-    except Exception as exc:  # a CuPy built for another CUDA, a missing driver, ...
-        return f"CuPy is installed but cannot use the GPU ({type(exc).__name__}: {exc})"
+        cupy_module()  # also catches a CuPy built for another CUDA than torch's
+    except RuntimeError as exc:
+        return str(exc)
     return None
 
 
