@@ -1,0 +1,27 @@
+// Dropout with the Philox4x32-10 stream of Triton's tl.rand(seed, offset + i) and
+// gpudnn/reference/philox.py, bit for bit: element i (row-major) is kept iff u_i >= float32(p),
+// kept elements are multiplied by `scale` (float32(1 / (1 - p)) rounded to T by the launcher).
+// No mask is stored: backward regenerates it from (seed, offset).
+#include "common.cuh"
+#include "philox.cuh"
+
+// x, y: [n] contiguous (row-major = logical order); seed: the Philox key; offset: the counter
+// of element 0 (64-bit: c0 = low word, c1 = high word, as tl.rand with int64 offsets)
+template <class T>
+__device__ void dropout_impl(const T* __restrict__ x, T* __restrict__ y, long long n,
+                             unsigned long long seed, long long offset, float p, float scale) {
+    const long long stride = static_cast<long long>(gridDim.x) * blockDim.x;
+    for (long long i = static_cast<long long>(blockIdx.x) * blockDim.x + threadIdx.x; i < n;
+         i += stride) {
+        const bool keep = philox_uniform(seed, offset + i) >= p;
+        y[i] = from_float<T>(keep ? to_float(x[i]) * scale : 0.0f);
+    }
+}
+
+#define DEFINE_DROPOUT_KERNELS(T, S)                                                           \
+    extern "C" __global__ void dropout_##S(const T* x, T* y, long long n,                      \
+                                           unsigned long long seed, long long offset, float p, \
+                                           float scale) {                                      \
+        dropout_impl<T>(x, y, n, seed, offset, p, scale);                                      \
+    }
+FOR_EACH_STORAGE_TYPE(DEFINE_DROPOUT_KERNELS)
