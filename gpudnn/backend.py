@@ -20,7 +20,7 @@ from typing import Any, Callable, Iterator
 import numpy as np
 import torch
 
-from .launchers import LAUNCHERS
+from .launchers import FLOAT32_OUTPUTS, LAUNCHERS
 
 BACKENDS = ("auto", "triton", "cupy", "reference")
 _PACKAGES = {
@@ -152,8 +152,25 @@ def _find(backend: str, name: str) -> Callable | None:
 _warned: set[str] = set()
 
 
+def _companion(name: str) -> str | None:
+    """The launcher that must run on the same backend as ``name`` (its backward, or forward)."""
+    for a, b in (("_forward", "_backward"), ("_backward", "_forward")):
+        if name.endswith(a) and name[:-len(a)] + b in LAUNCHERS:
+            return name[:-len(a)] + b
+    return None
+
+
+def _has_pair(backend: str, name: str) -> bool:
+    companion = _companion(name)
+    return _find(backend, name) is not None and (
+        companion is None or _find(backend, companion) is not None)
+
+
 def resolve(name: str, *tensors: Any) -> str:
-    """The backend that will run launcher ``name`` for these tensors (raises if none can)."""
+    """The backend that will run launcher ``name`` for these tensors (raises if none can).
+
+    "auto" only picks a GPU backend that has both halves of a forward/backward pair, because the
+    backward of an op must run on the backend its forward ran on (see ``launcher``)."""
     if name not in LAUNCHERS:
         raise KeyError(f"unknown launcher {name!r}")
     device = _device_type(tensors)
@@ -168,7 +185,7 @@ def resolve(name: str, *tensors: Any) -> str:
     if device != "cuda":
         return "reference"
     for candidate in ("triton", "cupy"):
-        if _why_not(candidate, device) is None and _find(candidate, name) is not None:
+        if _why_not(candidate, device) is None and _has_pair(candidate, name):
             return candidate
     if name not in _warned:
         _warned.add(name)
@@ -177,9 +194,26 @@ def resolve(name: str, *tensors: Any) -> str:
     return "reference"
 
 
-def launcher(name: str, *tensors: Any) -> Callable:
-    """The selected backend's launcher ``name`` for these tensors."""
-    return _find(resolve(name, *tensors), name)
+def launcher(name: str, *tensors: Any, backend: str | None = None) -> Callable:
+    """Launcher ``name`` of ``backend``, or of the backend selected for these tensors.
+
+    An autograd Function resolves its forward's backend once (``resolve``), keeps it and passes
+    it here for the backward: a backward must never re-read the selection (autograd may run it
+    outside the forward's ``use_backend`` block, on its own thread) and the forward's ``saved``
+    is only meaningful to the same backend."""
+    if backend is None:
+        backend = resolve(name, *tensors)
+    else:
+        backend = _check_name(backend)
+        if backend == "auto":
+            raise ValueError("launcher: backend= names the backend to use, not 'auto'")
+        if name not in LAUNCHERS:
+            raise KeyError(f"unknown launcher {name!r}")
+    fn = _find(backend, name)
+    if fn is None:
+        raise RuntimeError(f"gpudnn backend {backend!r} has no kernel for {name} (an op's "
+                           "backward runs on the backend its forward ran on)")
+    return fn
 
 
 # --- NumPy boundary for the reference backend -------------------------------------------------
@@ -201,18 +235,20 @@ def _to_numpy(obj: Any, back: list) -> Any:
     return obj
 
 
-def _to_torch(obj: Any, like: torch.Tensor | None) -> Any:
+def _to_torch(obj: Any, like: torch.Tensor | None, float32: bool = False) -> Any:
+    """NumPy -> torch on ``like``'s device; floating arrays take ``like``'s dtype, or at least
+    float32 when ``float32`` (an output that launchers.FLOAT32_OUTPUTS keeps in float32)."""
     if isinstance(obj, np.ndarray) or isinstance(obj, np.generic):
         # always a copy (order="K" keeps channels_last strides): an output must never alias an
         # input's memory behind autograd's back
         t = torch.from_numpy(np.array(obj, order="K"))
         if like is not None:
             if t.is_floating_point() and like.is_floating_point():
-                t = t.to(like.dtype)
+                t = t.to(torch.promote_types(like.dtype, torch.float32) if float32 else like.dtype)
             t = t.to(like.device)
         return t
     if isinstance(obj, (list, tuple)):
-        return type(obj)(_to_torch(x, like) for x in obj)
+        return type(obj)(_to_torch(x, like, float32) for x in obj)
     return obj
 
 
@@ -251,6 +287,9 @@ def _numpy_adapter(fn: Callable) -> Callable:
         out = fn(*nargs, **nkwargs)
         for tensor, arr in back:  # in-place updates of tensors that were copied
             _copy_back_if_changed(tensor, arr)
+        if isinstance(out, tuple) and fn.__name__ in FLOAT32_OUTPUTS:
+            keep = FLOAT32_OUTPUTS[fn.__name__]
+            return tuple(_to_torch(o, like, i in keep) for i, o in enumerate(out))
         return _to_torch(out, like)
 
     wrapper.__wrapped_numpy__ = fn

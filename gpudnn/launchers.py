@@ -2,8 +2,9 @@
 
 A backend is a package with one module per op family (``dense.py``, ``conv.py``, ...):
 ``gpudnn.reference`` (NumPy), ``gpudnn.kernels.triton`` and ``gpudnn.kernels.cupy``. The autograd
-Functions in ``gpudnn.ops`` call ``gpudnn.backend.launcher(name, *tensors)`` and never import a
-backend directly. Triton and CuPy launchers take and return torch tensors; reference launchers take
+Functions in ``gpudnn.ops`` get their launchers from ``gpudnn.backend`` and never import a backend
+directly: the forward's backend is resolved once and the backward runs on that same backend
+(``launcher(name, backend=...)``), so a ``saved`` value only ever meets its own backend. Triton and CuPy launchers take and return torch tensors; reference launchers take
 and return NumPy arrays (``gpudnn.backend`` converts at the boundary, and copies in-place updates
 back). Shapes below; ``act`` is ``kernels.activations.Activation`` or ``None`` (identity).
 ``needs`` is a tuple of bools (like ``ctx.needs_input_grad``); a gradient not needed is ``None``.
@@ -95,3 +96,17 @@ for _family, _names in {
     for _name in _names:
         LAUNCHERS[_name] = _family
 del _family, _names, _name
+
+# Outputs that are float32 whatever the input dtype (float64 inputs: float64), by launcher name
+# and output index: what the contract above says is float32 (lse, mean, invstd), the per-channel
+# parameter gradients of batch norm (the Function casts them to the parameters' dtype, which may
+# be float32 under a bf16/fp16 input), and the LSTM's opaque ``saved`` state (the reference keeps
+# it at its compute precision). The reference backend's adapter uses this table; without it every
+# floating output would come back in the first input's (possibly 16-bit) dtype.
+FLOAT32_OUTPUTS: dict[str, frozenset[int]] = {
+    "cross_entropy_forward": frozenset({1}),
+    "batch_norm_forward": frozenset({1, 2}),
+    "batch_norm_backward": frozenset({1, 2}),
+    "lstm_cell_forward": frozenset({2}),
+    "lstm_layer_forward": frozenset({3}),
+}

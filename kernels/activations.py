@@ -52,6 +52,13 @@ class Activation:
             else cls(name)
 
 
+def default_param(name: str) -> float:
+    """The parameter ``name`` takes when none is given (leaky_relu's slope 0.01; 0 otherwise)."""
+    if name not in _TABLE:
+        raise ValueError(f"unknown activation {name!r}; expected one of {NAMES}")
+    return _TABLE[name][0]
+
+
 def code_of(act: Activation | None) -> int:
     """Constexpr id of an optional activation: 0 for None (identity)."""
     return 0 if act is None else act.code

@@ -26,7 +26,12 @@ def poison_outputs(enabled: bool = True) -> Iterator[None]:
 
 def _fill(t: torch.Tensor) -> torch.Tensor:
     if _poison and t.numel():
-        t.fill_(float("nan") if t.is_floating_point() else -(2 ** 31) + 7)
+        if t.is_floating_point():
+            t.fill_(float("nan"))
+        elif t.dtype == torch.bool:
+            t.fill_(True)
+        else:  # an implausible value of the dtype's own range
+            t.fill_(torch.iinfo(t.dtype).min + 7)
     return t
 
 

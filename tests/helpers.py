@@ -1,9 +1,16 @@
 """Helpers shared by the test modules (import as `from helpers import ...`)."""
+import contextlib
 import os
 
 import pytest
+import torch
+
+import gpudnn
+from gpudnn.activations import activation_module, parse_activation
+from gpudnn.testing import assert_close
 
 DEVICE = os.environ.get("GPUDNN_TEST_DEVICE", "cpu")
+CHANNELS_LAST = torch.channels_last
 
 
 def kernel_backends() -> list:
@@ -12,3 +19,123 @@ def kernel_backends() -> list:
     params.append(pytest.param("cupy", id="cupy", marks=pytest.mark.skipif(
         DEVICE != "cuda", reason="the cupy backend needs a CUDA GPU (run `make test-gpu` there)")))
     return params
+
+
+class TorchFused(torch.nn.Module):
+    """A torch layer followed by the torch module of an ``activation=`` argument: the twin of a
+    gpudnn layer that fuses that activation (extra forward arguments go to the layer)."""
+
+    def __init__(self, layer: torch.nn.Module, act_arg=None):
+        super().__init__()
+        self.layer = layer
+        self.act = activation_module(parse_activation(act_arg))
+
+    def forward(self, x, *extra, **kwargs):
+        return self.act(self.layer(x, *extra, **kwargs))
+
+
+def _leaves(tree) -> list:
+    """The tensors of a (nested tuple / list of) tensors, in order."""
+    if isinstance(tree, torch.Tensor):
+        return [tree]
+    if isinstance(tree, (tuple, list)):
+        return [t for item in tree for t in _leaves(item)]
+    return []
+
+
+def _map(tree, fn):
+    if isinstance(tree, torch.Tensor):
+        return fn(tree)
+    if isinstance(tree, (tuple, list)):
+        return type(tree)(_map(item, fn) for item in tree)
+    return tree
+
+
+def _fresh_leaf(t: torch.Tensor) -> torch.Tensor:
+    t = t.detach().clone(memory_format=torch.preserve_format)
+    return t.requires_grad_(True) if t.is_floating_point() else t
+
+
+def compare_with_twin(ours, theirs, *inputs, dtype=None, grad_scale: float = 1.0,
+                      seed: int = 0, check_formats: bool = True):
+    """The ONE check of a gpudnn module / function against its torch twin.
+
+    Both run on fresh copies of ``inputs`` (tensors or nested tuples of tensors; floating ones
+    require grad); every output tensor must match (and take torch's memory format); then the same
+    random cotangents go backward through both and the gradients of every floating input and of
+    every parameter must match (the two modules have the same number of parameters, with the
+    same names up to a wrapper prefix such as TorchFused's ``layer.``). ``dtype`` picks the row of
+    the tolerance table (default: each value's own dtype); ``grad_scale`` widens atol for the
+    gradients (sums over many terms). Returns (our outputs, their outputs).
+    """
+    ours_in = _map(inputs, _fresh_leaf)
+    theirs_in = _map(inputs, _fresh_leaf)
+    ours_out, theirs_out = ours(*ours_in), theirs(*theirs_in)
+    outs_a, outs_b = _leaves(ours_out), _leaves(theirs_out)
+    assert len(outs_a) == len(outs_b), f"{len(outs_a)} outputs, torch gives {len(outs_b)}"
+    for k, (a, b) in enumerate(zip(outs_a, outs_b)):
+        assert a.dtype == b.dtype, f"output {k}: dtype {a.dtype}, torch gives {b.dtype}"
+        assert_close(a, b, dtype, name=f"output {k}")
+        if check_formats and a.dim() == 4:
+            assert a.is_contiguous(memory_format=CHANNELS_LAST) == \
+                b.is_contiguous(memory_format=CHANNELS_LAST), f"output {k} memory format"
+    params_a = list(ours.named_parameters()) if isinstance(ours, torch.nn.Module) else []
+    params_b = list(theirs.named_parameters()) if isinstance(theirs, torch.nn.Module) else []
+    assert len(params_a) == len(params_b), \
+        f"{len(params_a)} parameters, torch's twin has {len(params_b)}"
+    for (name_a, pa), (name_b, pb) in zip(params_a, params_b):
+        assert name_b.endswith(name_a) and pa.shape == pb.shape, (name_a, name_b)
+    pairs = [(a, b) for a, b in zip(outs_a, outs_b) if b.requires_grad]
+    if not pairs:
+        return ours_out, theirs_out
+    generator = torch.Generator().manual_seed(seed)
+    cotangents = [torch.randn(b.shape, dtype=b.dtype, generator=generator).to(b.device)
+                  for _, b in pairs]
+    torch.autograd.backward([a for a, _ in pairs], cotangents)
+    torch.autograd.backward([b for _, b in pairs], cotangents)
+    leaves_a, leaves_b = _leaves(ours_in), _leaves(theirs_in)
+    for k, (a, b) in enumerate(zip(leaves_a, leaves_b)):
+        if not b.requires_grad:
+            continue
+        assert (a.grad is None) == (b.grad is None), f"input {k}: gradient presence differs"
+        if b.grad is None:
+            continue
+        assert a.grad.dtype == b.grad.dtype, f"input {k} grad: {a.grad.dtype} vs {b.grad.dtype}"
+        assert_close(a.grad, b.grad, dtype, name=f"input {k} grad", scale=grad_scale)
+        if check_formats and a.dim() == 4:
+            assert a.grad.is_contiguous(memory_format=CHANNELS_LAST) == \
+                b.grad.is_contiguous(memory_format=CHANNELS_LAST), f"input {k} grad format"
+    for (name, pa), (_, pb) in zip(params_a, params_b):
+        assert (pa.grad is None) == (pb.grad is None), f"{name}: gradient presence differs"
+        if pb.grad is not None:
+            assert_close(pa.grad, pb.grad, dtype, name=f"{name} grad", scale=grad_scale)
+    return ours_out, theirs_out
+
+
+@contextlib.contextmanager
+def ieee_float32():
+    """float32 matmul / conv without tf32 (torch's and ours), restoring torch's switches."""
+    matmul, cudnn = torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32
+    torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = False
+    try:
+        yield
+    finally:
+        torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = matmul, cudnn
+
+
+def compare_float32_on_device(ours, theirs, *inputs, device: str, interpret: bool = False,
+                              grad_scale: float = 1.0, seed: int = 0):
+    """The float32 leg of ``compare_with_twin`` on ``device`` (the ``device`` fixture): the twins
+    (moved in place) and copies of the inputs in float32 on that device; on CUDA the selected GPU backend ("auto")
+    runs, on CPU the Triton interpreter when ``interpret`` (cases cheap enough for it), else the
+    reference."""
+    def to_device(t):
+        return t.to(device=device, dtype=torch.float32 if t.is_floating_point() else t.dtype)
+
+    ours = ours.to(device=device, dtype=torch.float32)  # in place, as Module.to is
+    theirs = theirs.to(device=device, dtype=torch.float32)
+    inputs = _map(inputs, to_device)
+    backend = "triton" if device == "cpu" and interpret else "auto"
+    with gpudnn.use_backend(backend), ieee_float32():
+        return compare_with_twin(ours, theirs, *inputs, dtype=torch.float32,
+                                 grad_scale=grad_scale, seed=seed)

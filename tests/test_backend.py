@@ -14,6 +14,10 @@ from gpudnn import backend
 from gpudnn.activations import parse_activation
 from gpudnn.kernels.activations import NAMES, Activation
 from gpudnn.testing import TOLERANCES, assert_close
+from helpers import DEVICE
+
+ON_CUDA = pytest.mark.skipif(DEVICE != "cuda", reason="needs CUDA tensors (GPUDNN_TEST_DEVICE=cuda, "
+                             "`make test-gpu`)")
 
 
 def test_reference_always_available():
@@ -137,8 +141,10 @@ def test_reference_adapter_keeps_channels_last():
 def test_kernels_is_not_a_top_level_package():
     # SPEC section 2: the folder kernels/ installs as gpudnn.kernels, never as bare `kernels`
     assert importlib.util.find_spec("gpudnn.kernels") is not None
+    # without PYTHONPATH: `make test-gpu` puts the checkout on it, where kernels/ is a folder
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
     out = subprocess.run([sys.executable, "-c", "import kernels"], capture_output=True,
-                         cwd="/", text=True)
+                         cwd="/", text=True, env=env)
     assert out.returncode != 0
 
 
@@ -195,3 +201,107 @@ def test_reference_adapter_leaves_unmodified_half_arguments_alone():
 
     backend._numpy_adapter(update)(stats)
     assert torch.all(stats == 1.5)
+
+
+@ON_CUDA
+def test_triton_available_and_auto_picks_it_for_cuda_tensors():
+    assert "triton" in gpudnn.available_backends()
+    x = torch.ones(2, device="cuda")
+    for name in ("dense_forward", "dense_backward", "max_pool2d_forward", "lstm_layer_forward"):
+        assert backend.resolve(name, x) == "triton", name
+    assert backend.resolve("dense_forward", torch.ones(2)) == "reference"  # CPU tensors
+
+
+def test_explicit_backend_skips_selection():
+    with gpudnn.use_backend("triton"):  # the selection says triton; backend= wins
+        fn = backend.launcher("dense_forward", torch.ones(2), backend="reference")
+    assert fn is backend._find("reference", "dense_forward")
+    assert backend.launcher("sgd_step", [torch.ones(2)]) is backend._find("reference", "sgd_step")
+    with pytest.raises(ValueError, match="not 'auto'"):
+        backend.launcher("dense_forward", backend="auto")
+    with pytest.raises(ValueError, match="unknown gpudnn backend"):
+        backend.launcher("dense_forward", backend="tpu")
+
+
+def test_explicit_backend_without_the_launcher_is_a_clear_runtime_error(monkeypatch):
+    real = backend._find
+    monkeypatch.setattr(backend, "_find",
+                        lambda b, n: None if (b, n) == ("triton", "dense_backward") else real(b, n))
+    with pytest.raises(RuntimeError, match="'triton' has no kernel for dense_backward"):
+        backend.launcher("dense_backward", backend="triton")
+
+
+def _record_backends(monkeypatch) -> list:
+    """Every (backend, launcher) that gpudnn.backend looks up from now on."""
+    seen, real = [], backend._find
+
+    def spy(name_of_backend, name):
+        seen.append((name_of_backend, name))
+        return real(name_of_backend, name)
+
+    monkeypatch.setattr(backend, "_find", spy)
+    return seen
+
+
+def _max_pool(x):
+    return gpudnn.functional.max_pool2d(x, 3, 2, 1)
+
+
+def _lstm(x):
+    torch.manual_seed(3)
+    return gpudnn.nn.LSTM(4, 5).to(x.device)(x)[0]
+
+
+@pytest.mark.parametrize("op,torch_op,shape,backward_name", [
+    (_max_pool, lambda x: torch.nn.functional.max_pool2d(x, 3, 2, 1), (2, 3, 8, 8),
+     "max_pool2d_backward"),
+    (_lstm, lambda x: (torch.manual_seed(3), torch.nn.LSTM(4, 5).to(x.device)(x)[0])[1],
+     (3, 2, 4), "lstm_layer_backward"),
+], ids=["max_pool2d", "lstm"])
+def test_backward_runs_on_the_forward_backend(op, torch_op, shape, backward_name, device,
+                                              monkeypatch):
+    # forward inside use_backend("triton") (the interpreter on CPU), backward outside it and
+    # under another selection: the backward must still run triton's kernel, on triton's saved
+    x = torch.randn(*shape, device=device, requires_grad=True)
+    with gpudnn.use_backend("triton"):
+        y = op(x)
+    seen = _record_backends(monkeypatch)
+    grad = torch.randn_like(y)
+    with gpudnn.use_backend("reference"):
+        y.backward(grad)
+    assert [b for b, n in seen if n == backward_name] == ["triton"], seen
+    expected = x.detach().clone().requires_grad_(True)
+    torch_op(expected).backward(grad)
+    assert_close(x.grad, expected.grad, name="grad", scale=10.0)
+
+
+def test_backward_on_autograds_thread_uses_the_forward_backend(monkeypatch):
+    # a backward that runs where the forward's use_backend is not set (autograd's own thread on
+    # CUDA) must not fall back to the global selection
+    x = torch.randn(5, 6, requires_grad=True)
+    with gpudnn.use_backend("triton"):
+        y = gpudnn.functional.softmax(x, 1)
+    seen = _record_backends(monkeypatch)
+    gpudnn.set_backend("reference")
+    worker = threading.Thread(target=lambda: y.backward(torch.ones_like(y)))
+    worker.start()
+    worker.join()
+    assert [b for b, n in seen if n == "softmax_backward"] == ["triton"], seen
+    assert x.grad is not None
+
+
+def test_reference_adapter_keeps_float32_outputs_float32():
+    logits = (torch.randn(4, 5) * 3 + 300).bfloat16()
+    target = torch.randint(0, 5, (4,))
+    loss, lse = backend.launcher("cross_entropy_forward", logits, target)(
+        logits, target, -100, "mean")
+    assert loss.dtype == torch.bfloat16 and lse.dtype == torch.float32
+    assert_close(lse, torch.logsumexp(logits.double(), 1), torch.float32, name="lse")
+    x = torch.randn(4, 3, 5, dtype=torch.float16)
+    y, mean, invstd = backend.launcher("batch_norm_forward", x)(
+        x, None, None, None, None, True, 0.1, 1e-5, None)
+    assert y.dtype == torch.float16 and mean.dtype == invstd.dtype == torch.float32
+    x64 = torch.randn(4, 3, dtype=torch.float64)
+    _, mean64, _ = backend.launcher("batch_norm_forward", x64)(
+        x64, None, None, None, None, True, 0.1, 1e-5, None)
+    assert mean64.dtype == torch.float64  # "at least float32"

@@ -8,6 +8,7 @@ from torch import nn
 
 import gpudnn.nn as gnn
 from gpudnn.testing import assert_close
+from helpers import compare_float32_on_device, compare_with_twin
 
 
 def _mlp():
@@ -24,16 +25,7 @@ def _cnn():
 
 
 def _compare(torch_model, converted, x):
-    x1 = x.clone().requires_grad_()
-    x2 = x.clone().requires_grad_()
-    y1, y2 = torch_model(x1), converted(x2)
-    assert_close(y2, y1, name="output")
-    g = torch.randn_like(y1)
-    y1.backward(g)
-    y2.backward(g)
-    assert_close(x2.grad, x1.grad, name="input grad")
-    for (name, p1), (_, p2) in zip(torch_model.named_parameters(), converted.named_parameters()):
-        assert_close(p2.grad, p1.grad, name=f"{name}.grad")
+    return compare_with_twin(converted, torch_model, x)
 
 
 def test_mlp_layers_swapped_and_fused():
@@ -67,6 +59,16 @@ def test_cnn_converted_matches_torch():
     assert converted[4].activation.name == "silu" and isinstance(converted[5], nn.Identity)
     assert type(converted[3]) is gnn.MaxPool2d and type(converted[6]) is gnn.AvgPool2d
     _compare(model, converted, torch.randn(3, 2, 8, 8, dtype=torch.float64))
+
+
+def test_cnn_converted_float32_on_device(device):
+    # the whole converted model on the test device (CUDA: the GPU kernels; CPU: the reference)
+    model = _cnn().train()
+    converted = gnn.convert(model)
+    compare_float32_on_device(converted, model, torch.randn(3, 2, 8, 8), device=device,
+                              grad_scale=10.0)
+    for key, value in model.state_dict().items():
+        assert_close(converted.state_dict()[key], value, name=key)
 
 
 def test_fold_batchnorm_in_eval():

@@ -12,6 +12,7 @@ import gpudnn.functional as F
 import gpudnn.nn as gnn
 from gpudnn.ops.lstm import LSTMCellFunction, LSTMLayerFunction
 from gpudnn.testing import assert_close
+from helpers import compare_float32_on_device, compare_with_twin
 
 F64 = torch.float64
 
@@ -30,28 +31,9 @@ def lstm_twins(input_size, hidden, **kwargs):
 
 
 def run_lstm_pair(ours, theirs, x, hx=None, *, seed=0, dtype=None, scale=10.0):
-    """Forward both modules, backward random cotangents of output, h_n and c_n; compare the
-    outputs, h_n, c_n and the gradients of x, hx and every parameter."""
-    xa = x.detach().clone().requires_grad_(True)
-    xb = x.detach().clone().requires_grad_(True)
-    hxa = hxb = None
-    if hx is not None:
-        hxa = tuple(t.detach().clone().requires_grad_(True) for t in hx)
-        hxb = tuple(t.detach().clone().requires_grad_(True) for t in hx)
-    ya, (ha, ca) = ours(xa, hxa)
-    yb, (hb, cb) = theirs(xb, hxb)
-    for name, a, b in (("output", ya, yb), ("h_n", ha, hb), ("c_n", ca, cb)):
-        assert_close(a, b, dtype, name=name)
-    g = _gen(seed)
-    cot = [torch.randn(t.shape, dtype=t.dtype, generator=g) for t in (yb, hb, cb)]
-    torch.autograd.backward([ya, ha, ca], cot)
-    torch.autograd.backward([yb, hb, cb], cot)
-    assert_close(xa.grad, xb.grad, dtype, name="input grad", scale=scale)
-    if hx is not None:
-        assert_close(hxa[0].grad, hxb[0].grad, dtype, name="h0 grad", scale=scale)
-        assert_close(hxa[1].grad, hxb[1].grad, dtype, name="c0 grad", scale=scale)
-    for (name, pa), (_, pb) in zip(ours.named_parameters(), theirs.named_parameters()):
-        assert_close(pa.grad, pb.grad, dtype, name=f"{name} grad", scale=scale)
+    """compare_with_twin on (x, hx): the outputs, h_n, c_n and the gradients of x, hx and every
+    parameter, after random cotangents of output, h_n and c_n."""
+    return compare_with_twin(ours, theirs, x, hx, dtype=dtype, grad_scale=scale, seed=seed)
 
 
 @pytest.mark.parametrize("num_layers,bidirectional,batch_first,given_hx,steps",
@@ -104,26 +86,8 @@ def test_lstm_cell_reference_matches_torch(bias, given_hx, unbatched):
     lead = () if unbatched else (3,)
     x = torch.randn(*lead, 5, dtype=F64)
     hx = (torch.randn(*lead, 7, dtype=F64), torch.randn(*lead, 7, dtype=F64)) if given_hx else None
-    xa, xb = x.clone().requires_grad_(True), x.clone().requires_grad_(True)
-    hxa = tuple(t.clone().requires_grad_(True) for t in hx) if hx else None
-    hxb = tuple(t.clone().requires_grad_(True) for t in hx) if hx else None
     with gpudnn.use_backend("reference"):
-        ha, ca = ours(xa, hxa)
-    hb, cb = theirs(xb, hxb)
-    assert_close(ha, hb, name="h'")
-    assert_close(ca, cb, name="c'")
-    g = _gen(1)
-    gh, gc = torch.randn(hb.shape, dtype=F64, generator=g), torch.randn(cb.shape, dtype=F64,
-                                                                        generator=g)
-    with gpudnn.use_backend("reference"):
-        torch.autograd.backward([ha, ca], [gh, gc])
-    torch.autograd.backward([hb, cb], [gh, gc])
-    assert_close(xa.grad, xb.grad, name="input grad")
-    if hx:
-        assert_close(hxa[0].grad, hxb[0].grad, name="h grad")
-        assert_close(hxa[1].grad, hxb[1].grad, name="c grad")
-    for (name, pa), (_, pb) in zip(ours.named_parameters(), theirs.named_parameters()):
-        assert_close(pa.grad, pb.grad, name=f"{name} grad")
+        compare_with_twin(ours, theirs, x, hx, seed=1)
 
 
 def test_functional_lstm_cell_matches_torch():
@@ -279,3 +243,15 @@ def test_lstm_bad_input():
         cell(torch.randn(2, 3, 1))
     with pytest.raises(ValueError, match=r"hx\[0\]"):
         cell(torch.randn(2, 3), (torch.zeros(3, 4), torch.zeros(2, 4)))
+
+
+@pytest.mark.parametrize("cls,args", [(gnn.LSTM, dict(num_layers=2, bidirectional=True)),
+                                      (gnn.LSTMCell, {})], ids=["LSTM", "LSTMCell"])
+def test_lstm_float32_on_device(cls, args, device):
+    # CUDA: the GPU kernels against torch's; CPU: the reference (the interpreter is slow here)
+    torch.manual_seed(14)
+    theirs = getattr(torch.nn, cls.__name__)(5, 6, **args)
+    ours = cls(5, 6, **args)
+    ours.load_state_dict(theirs.state_dict())
+    x = torch.randn(4, 3, 5) if cls is gnn.LSTM else torch.randn(3, 5)
+    compare_float32_on_device(ours, theirs, x, device=device, grad_scale=10.0)

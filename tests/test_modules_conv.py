@@ -5,10 +5,11 @@ import pytest
 import torch
 
 import gpudnn.nn as gnn
-from gpudnn.activations import activation_module, parse_activation
+from gpudnn.activations import parse_activation
 from gpudnn.kernels.activations import NAMES
 from gpudnn.nn._fused import activation_repr
 from gpudnn.testing import assert_close
+from helpers import TorchFused, compare_float32_on_device, compare_with_twin
 
 F64 = torch.float64
 CL = torch.channels_last
@@ -25,20 +26,10 @@ def twins(gpudnn_cls, torch_cls, *args, activation=None, **kwargs):
     return ours, reference
 
 
-def compare(ours, reference, x, act=None, call=lambda m, x: m(x)):
-    """Same output and same gradients for the input and every parameter."""
-    x_ours = x.detach().clone().requires_grad_(True)
-    x_ref = x.detach().clone().requires_grad_(True)
-    y = call(ours, x_ours)
-    y_ref = activation_module(parse_activation(act))(call(reference, x_ref))
-    assert_close(y, y_ref, name="output")
-    assert y.is_contiguous(memory_format=CL) == y_ref.is_contiguous(memory_format=CL)
-    grad = torch.randn_like(y_ref)
-    y.backward(grad)
-    y_ref.backward(grad)
-    assert_close(x_ours.grad, x_ref.grad, name="grad input")
-    for (name, p), (_, q) in zip(ours.named_parameters(), reference.named_parameters()):
-        assert_close(p.grad, q.grad, name=f"grad {name}")
+def compare(ours, reference, x, act=None, *extra):
+    """Same output (and memory format) and the same gradients for the input and every
+    parameter: compare_with_twin against ``reference`` followed by the torch ``act``."""
+    return compare_with_twin(ours, TorchFused(reference, act), x, *extra)
 
 
 def layout(x, kind):
@@ -100,7 +91,7 @@ def test_conv_transpose2d_matches_torch(spec, kind):
     ours, reference = twins(gnn.ConvTranspose2d, torch.nn.ConvTranspose2d, cin, cout, kernel,
                             activation=act, **kwargs)
     x = layout(torch.randn(2, cin, h, w, dtype=F64), kind)
-    compare(ours, reference, x, act, call=lambda m, x: m(x, output_size=output_size))
+    compare(ours, reference, x, act, output_size)
 
 
 def test_conv_transpose2d_unbatched_and_zero_batch():
@@ -191,3 +182,33 @@ def test_bad_input_errors():
         gnn.AvgPool2d(2, divisor_override=0)(torch.randn(1, 1, 4, 4))
     with pytest.raises(RuntimeError, match="Expected 3D or 4D"):
         gnn.MaxPool2d(2)(torch.randn(3, 0, 4))
+
+
+# --- float32 on the test device (CUDA under `make test-gpu`; the Triton interpreter on CPU) ----
+
+FLOAT32_LAYERS = {
+    "conv2d_relu": (gnn.Conv2d, torch.nn.Conv2d, (3, 4, 3), dict(padding=1, stride=2), "relu",
+                    (2, 3, 7, 6)),
+    "conv_transpose2d": (gnn.ConvTranspose2d, torch.nn.ConvTranspose2d, (3, 2, 3),
+                         dict(stride=2, padding=1), "tanh", (2, 3, 4, 5)),
+}
+FLOAT32_POOLS = {
+    "max_pool2d": (gnn.MaxPool2d(3, stride=2, padding=1), torch.nn.MaxPool2d(3, 2, 1)),
+    "avg_pool2d": (gnn.AvgPool2d(3, stride=2, padding=1, count_include_pad=False),
+                   torch.nn.AvgPool2d(3, stride=2, padding=1, count_include_pad=False)),
+}
+
+
+@pytest.mark.parametrize("name", list(FLOAT32_LAYERS) + list(FLOAT32_POOLS))
+def test_layers_float32_on_device(name, device):
+    torch.manual_seed(13)
+    if name in FLOAT32_LAYERS:
+        ours_cls, torch_cls, args, kwargs, act, shape = FLOAT32_LAYERS[name]
+        reference = torch_cls(*args, **kwargs)
+        ours = ours_cls(*args, activation=act, **kwargs)
+        ours.load_state_dict(reference.state_dict())
+        reference = TorchFused(reference, act)
+    else:
+        (ours, reference), shape = FLOAT32_POOLS[name], (2, 3, 7, 6)
+    x = torch.randn(*shape).contiguous(memory_format=CL)
+    compare_float32_on_device(ours, reference, x, device=device, interpret=True, grad_scale=10.0)

@@ -6,13 +6,14 @@ import copy
 import numpy as np
 import pytest
 import torch
+import torch.nn.functional as TF
 
 import gpudnn.functional as F
 import gpudnn.nn as gnn
-from gpudnn.activations import activation_module, parse_activation
 from gpudnn.kernels.activations import NAMES
 from gpudnn.reference.philox import philox_uniform
 from gpudnn.testing import assert_close
+from helpers import TorchFused, compare_float32_on_device, compare_with_twin
 
 F64 = torch.float64
 ACTIVATION_ARGS = [None, *NAMES, torch.nn.LeakyReLU(0.2), torch.nn.GELU(approximate="tanh")]
@@ -27,25 +28,8 @@ def twin_pair(ours: torch.nn.Module, theirs: torch.nn.Module):
 
 
 def run_both(ours, theirs, x, *extra, grad_seed=0):
-    """Forward both on copies of x, backward a random cotangent; compare outputs and all grads."""
-    xa = x.detach().clone().requires_grad_(True)
-    xb = x.detach().clone().requires_grad_(True)
-    ya, yb = ours(xa, *extra), theirs(xb, *extra)
-    assert_close(ya, yb, name="output")
-    if ya.dim() == 4:  # the memory format torch returns
-        cl = torch.channels_last
-        assert ya.is_contiguous(memory_format=cl) == yb.is_contiguous(memory_format=cl)
-    if ya.requires_grad:
-        g = torch.randn(ya.shape, dtype=ya.dtype, generator=torch.Generator().manual_seed(grad_seed))
-        ya.backward(g)
-        yb.backward(g)
-        assert_close(xa.grad, xb.grad, name="input grad", scale=10.0)
-        if xa.dim() == 4:
-            cl = torch.channels_last
-            assert xa.grad.is_contiguous(memory_format=cl) == xb.grad.is_contiguous(memory_format=cl)
-        for (name, pa), (_, pb) in zip(ours.named_parameters(), theirs.named_parameters()):
-            assert_close(pa.grad, pb.grad, name=f"{name} grad", scale=10.0)
-    return ya, yb
+    """compare_with_twin with this file's gradient tolerance (sums over up to ~100 terms)."""
+    return compare_with_twin(ours, theirs, x, *extra, grad_scale=10.0, seed=grad_seed)
 
 
 def assert_same_buffers(ours, theirs):
@@ -57,25 +41,13 @@ def assert_same_buffers(ours, theirs):
             assert torch.equal(mine, buf), f"{name}: {mine} != {buf}"
 
 
-class Fused(torch.nn.Module):
-    """A torch layer followed by the torch module of an activation= argument."""
-
-    def __init__(self, layer, act_arg):
-        super().__init__()
-        self.layer = layer
-        self.act = activation_module(parse_activation(act_arg))
-
-    def forward(self, x):
-        return self.act(self.layer(x))
-
-
 # --- Linear --------------------------------------------------------------------------------------
 
 @pytest.mark.parametrize("activation", ACTIVATION_ARGS, ids=ACTIVATION_IDS)
 def test_linear_vs_torch(activation):
     torch.manual_seed(1)
     ours, theirs = twin_pair(gnn.Linear(13, 7, activation=activation), torch.nn.Linear(13, 7))
-    fused = Fused(theirs, activation)
+    fused = TorchFused(theirs, activation)
     run_both(ours, fused, torch.randn(5, 13, dtype=F64))
     run_both(ours, fused, torch.randn(2, 3, 13, dtype=F64))           # 3-D input
     run_both(ours, fused, torch.randn(13, 6, dtype=F64).t())          # non-contiguous
@@ -324,7 +296,7 @@ def test_batch_norm_vs_torch(ours_cls, theirs_cls, shape, kwargs, activation):
             theirs.weight.uniform_(0.5, 1.5)
             theirs.bias.uniform_(-0.5, 0.5)
     ours, theirs = twin_pair(ours_cls(shape[1], activation=activation, **kwargs), theirs)
-    fused = Fused(theirs, activation)
+    fused = TorchFused(theirs, activation)
     for step in range(3):  # running statistics over several training steps
         x = torch.randn(*shape, dtype=F64) * (step + 1) + step
         if len(shape) == 4 and step == 1:
@@ -386,3 +358,104 @@ def test_class_swapped_module_has_no_activation(ours_cls, theirs):
     theirs.double().__class__ = ours_cls
     assert theirs.activation is None
     run_both(theirs, reference, torch.randn(5, 4, dtype=F64))
+
+
+# --- float32 on the test device (CUDA under `make test-gpu`; the Triton interpreter on CPU) ----
+
+def _batch_norm2d_twins(activation):
+    """(gpudnn BatchNorm2d(3) fusing ``activation``, torch's followed by it), non-trivial affine
+    parameters, the same state."""
+    theirs = torch.nn.BatchNorm2d(3)
+    with torch.no_grad():
+        theirs.weight.uniform_(0.5, 1.5)
+        theirs.bias.uniform_(-0.5, 0.5)
+    ours = gnn.BatchNorm2d(3, activation=activation)
+    ours.load_state_dict(theirs.state_dict())
+    return ours, TorchFused(theirs, activation)
+
+
+def _float32_cases():
+    torch.manual_seed(12)
+    ours_bn, bn = _batch_norm2d_twins("relu")
+    linear = torch.nn.Linear(13, 7)
+    ours_linear = gnn.Linear(13, 7, activation="gelu")
+    ours_linear.load_state_dict(linear.state_dict())
+    logits = torch.randn(7, 5) * 3
+    return {
+        "linear_gelu": (ours_linear, TorchFused(linear, "gelu"), (torch.randn(5, 13),)),
+        "batchnorm2d_relu": (ours_bn, bn,
+                             (torch.randn(4, 3, 5, 5).to(memory_format=torch.channels_last),)),
+        "gelu_tanh": (gnn.GELU(approximate="tanh"), torch.nn.GELU(approximate="tanh"),
+                      (torch.randn(3, 4, 5) * 3,)),
+        "log_softmax": (gnn.LogSoftmax(1), torch.nn.LogSoftmax(1), (torch.randn(4, 7, 3) * 4,)),
+        "cross_entropy": (gnn.CrossEntropyLoss(ignore_index=2), torch.nn.CrossEntropyLoss(
+            ignore_index=2), (logits, torch.randint(0, 5, (7,)))),
+        "bce_with_logits": (gnn.BCEWithLogitsLoss(), torch.nn.BCEWithLogitsLoss(),
+                            (logits, torch.rand(7, 5))),
+        "mse": (gnn.MSELoss(reduction="sum"), torch.nn.MSELoss(reduction="sum"),
+                (logits, torch.randn(7, 5))),
+    }
+
+
+@pytest.mark.parametrize("case", list(_float32_cases()))
+def test_modules_float32_on_device(case, device):
+    ours, theirs, inputs = _float32_cases()[case]
+    compare_float32_on_device(ours, theirs, *inputs, device=device, interpret=True,
+                              grad_scale=10.0)
+    assert_same_buffers(ours, theirs.layer if isinstance(theirs, TorchFused) else theirs)
+
+
+# --- 16-bit inputs -------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16], ids=["bf16", "fp16"])
+def test_cross_entropy_16bit_logits_vs_torch(dtype):
+    # large logits: the log-sum-exp must stay float32 between forward and backward (rounded to
+    # bf16 it is off by up to 1 at 300, and every gradient entry by a factor up to e)
+    torch.manual_seed(15)
+    logits = (torch.randn(6, 5, dtype=F64) * 3 + 300).to(dtype)
+    target = torch.randint(0, 5, (6,))
+    ours = logits.clone().requires_grad_(True)
+    exact = logits.double().requires_grad_(True)  # torch on the same (rounded) values, exactly
+    loss, loss_exact = F.cross_entropy(ours, target), TF.cross_entropy(exact, target)
+    loss.backward()
+    loss_exact.backward()
+    assert loss.dtype == ours.grad.dtype == dtype
+    assert_close(loss, loss_exact, dtype, name="loss")
+    assert_close(ours.grad, exact.grad, dtype, name="grad")
+
+
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16], ids=["bf16", "fp16"])
+def test_batch_norm_16bit_input_float32_parameters_vs_torch(dtype):
+    # outside autocast torch accepts a 16-bit input with float32 weight / bias / running stats,
+    # computes in float32 and returns the input's dtype; the parameter grads stay float32
+    torch.manual_seed(16)
+    ours, fused = _batch_norm2d_twins("relu")
+    x = (torch.randn(4, 3, 5, 5) * 2 + 1).to(dtype)
+    for train in (True, False):
+        ours.train(train)
+        fused.train(train)
+        compare_with_twin(ours, fused, x, dtype=dtype, grad_scale=10.0)
+        assert_same_buffers(ours, fused.layer)
+    with pytest.raises(TypeError, match="dtypes differ"):  # no other mix, as torch
+        F.batch_norm(torch.randn(4, 3), None, None, torch.ones(3, dtype=dtype), None, True)
+
+
+def test_batch_norm_under_autocast_keeps_the_input_dtype():
+    torch.manual_seed(17)
+    conv, bn = torch.nn.Conv2d(3, 4, 3), torch.nn.BatchNorm2d(4)
+    ours_conv, ours_bn = gnn.Conv2d(3, 4, 3), gnn.BatchNorm2d(4)
+    ours_conv.load_state_dict(conv.state_dict())
+    ours_bn.load_state_dict(bn.state_dict())
+    x = torch.randn(2, 3, 6, 6)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        y, y_ref = ours_bn(ours_conv(x)), bn(conv(x))
+    assert y.dtype == y_ref.dtype == torch.bfloat16
+    assert_close(y, y_ref, torch.bfloat16, name="autocast conv -> batch norm")
+    grad = torch.randn_like(y)
+    y.backward(grad)
+    y_ref.backward(grad)
+    for name in ("weight", "bias"):
+        ours_p, theirs_p = getattr(ours_bn, name), getattr(bn, name)
+        assert ours_p.grad.dtype == torch.float32
+        assert_close(ours_p.grad, theirs_p.grad, torch.bfloat16, name=f"{name} grad", scale=10.0)
+    assert_same_buffers(ours_bn, bn)

@@ -87,10 +87,19 @@ def test_activation_float32_stays_float32(rng, act):
 
 
 def test_activations_extreme_inputs():
-    x = np.array([-1e4, -80.0, 80.0, 1e4, 0.0])
+    # values and derivatives as torch autograd gives them, at huge, infinite and NaN inputs and
+    # signed zeros (relu'(NaN) = 1 as torch's threshold_backward; leaky_relu'(NaN) = the slope)
+    x = np.array([-1e4, -80.0, 80.0, 1e4, 0.0, -0.0, np.inf, -np.inf, np.nan])
+    g = np.linspace(0.5, 1.5, x.size)
     for act in ACTS:
-        expected = activation_module(act)(torch.tensor(x))
-        assert_close(ref_act.activation_forward(x, act), expected, name=act.name)
+        xt = leaf(x)
+        expected = activation_module(act)(xt)
+        (expected_grad,) = torch_grads(expected, [xt], torch.tensor(g))
+        y = ref_act.activation_forward(x, act)
+        assert_close(y, expected, name=act.name)
+        saved = y if act.from_output else x
+        assert_close(ref_act.activation_backward(g, saved, act), expected_grad,
+                     name=f"{act.name}({act.param}) derivative")
 
 
 # --- dense ---------------------------------------------------------------------------------------
@@ -449,11 +458,16 @@ def test_reference_launchers_compute_in_float32(rng):
 
 
 def test_reference_modules_do_not_import_torch():
-    import gpudnn.reference as package
+    # every module of the reference package, and the shape helpers it shares with the Functions
     import pathlib
-    for family in ("activations", "dense", "softmax", "losses", "dropout", "philox", "batchnorm"):
-        source = (pathlib.Path(package.__file__).parent / f"{family}.py").read_text()
-        assert "import torch" not in source and "from torch" not in source, family
+
+    import gpudnn.ops._shapes as shapes
+    import gpudnn.reference as package
+    sources = sorted(pathlib.Path(package.__file__).parent.glob("*.py"))
+    assert len(sources) >= 12, sources
+    for path in sources + [pathlib.Path(shapes.__file__)]:
+        source = path.read_text()
+        assert "import torch" not in source and "from torch" not in source, path.name
 
 
 def test_functions_accept_expanded_and_strided_grads():

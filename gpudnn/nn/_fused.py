@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 from ..activations import Activation
-from ..kernels.activations import _TABLE
+from ..kernels.activations import default_param
 
 
 def activation_repr(act: Activation | None) -> str:
@@ -10,7 +10,7 @@ def activation_repr(act: Activation | None) -> str:
     if act is None:
         return ""
     text = act.name
-    if act.param != _TABLE[act.name][0]:
+    if act.param != default_param(act.name):
         text += f"({act.param:g})"
     return f"activation={text}"
 

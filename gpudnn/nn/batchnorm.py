@@ -17,9 +17,16 @@ __all__ = ["BatchNorm1d", "BatchNorm2d"]
 
 
 class _FusedBatchNorm:
-    """forward and extra_repr shared by the BatchNorm twins (mixed in before torch's class)."""
+    """__init__, forward and extra_repr shared by the BatchNorm twins (mixed in before torch's
+    class, whose __init__ it calls with torch's arguments)."""
 
     activation = None  # a torch BatchNorm swapped in by gpudnn.nn.convert starts without one
+
+    def __init__(self, num_features: int, eps: float = 1e-5, momentum: float | None = 0.1,
+                 affine: bool = True, track_running_stats: bool = True, device=None, dtype=None,
+                 activation: Any = None) -> None:
+        super().__init__(num_features, eps, momentum, affine, track_running_stats, device, dtype)
+        self.activation = parse_activation(activation)
 
     def forward(self, input: torch.Tensor) -> torch.Tensor:
         self._check_input_dim(input)
@@ -42,18 +49,6 @@ class _FusedBatchNorm:
 class BatchNorm1d(_FusedBatchNorm, torch.nn.BatchNorm1d):
     """torch.nn.BatchNorm1d ([N, C] or [N, C, L]) with ``activation=`` fused."""
 
-    def __init__(self, num_features: int, eps: float = 1e-5, momentum: float | None = 0.1,
-                 affine: bool = True, track_running_stats: bool = True, device=None, dtype=None,
-                 activation: Any = None) -> None:
-        super().__init__(num_features, eps, momentum, affine, track_running_stats, device, dtype)
-        self.activation = parse_activation(activation)
-
 
 class BatchNorm2d(_FusedBatchNorm, torch.nn.BatchNorm2d):
     """torch.nn.BatchNorm2d ([N, C, H, W], NCHW or channels_last) with ``activation=`` fused."""
-
-    def __init__(self, num_features: int, eps: float = 1e-5, momentum: float | None = 0.1,
-                 affine: bool = True, track_running_stats: bool = True, device=None, dtype=None,
-                 activation: Any = None) -> None:
-        super().__init__(num_features, eps, momentum, affine, track_running_stats, device, dtype)
-        self.activation = parse_activation(activation)

@@ -4,8 +4,7 @@ from __future__ import annotations
 import torch
 
 from ..activations import Activation
-from ..backend import launcher
-from ._common import check_tensor
+from ._common import backward_launcher, check_tensor, forward_launcher
 
 __all__ = ["ActivationFunction", "activation", "relu", "leaky_relu", "sigmoid", "tanh", "gelu",
            "silu"]
@@ -16,7 +15,7 @@ class ActivationFunction(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, x: torch.Tensor, act: Activation) -> torch.Tensor:
-        y = launcher("activation_forward", x)(x, act)
+        y = forward_launcher(ctx, "activation_forward", x)(x, act)
         ctx.act = act
         ctx.save_for_backward(y if act.from_output else x)
         return y
@@ -24,7 +23,7 @@ class ActivationFunction(torch.autograd.Function):
     @staticmethod
     def backward(ctx, grad_y: torch.Tensor):
         (saved,) = ctx.saved_tensors
-        grad_x = launcher("activation_backward", grad_y, saved)(grad_y, saved, ctx.act)
+        grad_x = backward_launcher(ctx, "activation_backward")(grad_y, saved, ctx.act)
         return grad_x, None
 
 

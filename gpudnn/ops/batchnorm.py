@@ -11,8 +11,7 @@ from typing import Any
 import torch
 
 from ..activations import Activation, parse_activation
-from ..backend import launcher
-from ._common import autocast_to_float, check_same, check_tensor
+from ._common import backward_launcher, check_tensor, forward_launcher
 
 __all__ = ["BatchNormFunction", "batch_norm"]
 
@@ -23,9 +22,9 @@ class BatchNormFunction(torch.autograd.Function):
     @staticmethod
     def forward(ctx, x, weight, bias, running_mean, running_var, training: bool,
                 momentum: float, eps: float, act: Activation | None):
-        y, mean, invstd = launcher("batch_norm_forward", x, weight, bias, running_mean,
-                                   running_var)(x, weight, bias, running_mean, running_var,
-                                                training, momentum, eps, act)
+        y, mean, invstd = forward_launcher(
+            ctx, "batch_norm_forward", x, weight, bias, running_mean, running_var)(
+            x, weight, bias, running_mean, running_var, training, momentum, eps, act)
         ctx.act, ctx.training = act, training
         ctx.save_for_backward(x, weight, bias, mean, invstd)
         return y
@@ -33,9 +32,14 @@ class BatchNormFunction(torch.autograd.Function):
     @staticmethod
     def backward(ctx, grad_y):
         x, weight, bias, mean, invstd = ctx.saved_tensors
-        grad_x, grad_weight, grad_bias = launcher("batch_norm_backward", grad_y, x, weight)(
+        grad_x, grad_weight, grad_bias = backward_launcher(ctx, "batch_norm_backward")(
             grad_y, x, weight, bias, mean, invstd, ctx.act, ctx.training,
             tuple(ctx.needs_input_grad[:3]))
+        # the parameters may be float32 under a 16-bit input: their gradients take their dtype
+        if grad_weight is not None:
+            grad_weight = grad_weight.to(weight.dtype)
+        if grad_bias is not None:
+            grad_bias = grad_bias.to(bias.dtype)
         return grad_x, grad_weight, grad_bias, None, None, None, None, None, None
 
 
@@ -54,8 +58,9 @@ def batch_norm(input: torch.Tensor, running_mean: torch.Tensor | None,
         raise ValueError(f"batch_norm: input must be [N, C, *] (at least 2 dimensions), got "
                          f"shape {tuple(input.shape)}")
     channels = input.shape[1]
-    for name, t in (("weight", weight), ("bias", bias), ("running_mean", running_mean),
-                    ("running_var", running_var)):
+    params = {"weight": weight, "bias": bias, "running_mean": running_mean,
+              "running_var": running_var}
+    for name, t in params.items():
         check_tensor(name, t, optional=True)
         if t is not None and tuple(t.shape) != (channels,):
             raise ValueError(f"batch_norm: {name} shape {tuple(t.shape)} does not match the "
@@ -71,11 +76,18 @@ def batch_norm(input: torch.Tensor, running_mean: torch.Tensor | None,
                          f"{tuple(input.shape)}")
     if momentum is None or not isinstance(momentum, (int, float)):
         raise TypeError(f"batch_norm: momentum must be a float, got {momentum!r}")
-    input, weight, bias = autocast_to_float(input, weight, bias)
-    check_same("batch_norm", input=input, weight=weight, bias=bias)
-    check_same("batch_norm", running_mean=running_mean, running_var=running_var)
-    if running_mean is not None and running_mean.device != input.device:
-        raise RuntimeError(f"batch_norm: input on {input.device}, running stats on "
-                           f"{running_mean.device}")
+    # like torch (autocast included: batch_norm is on none of its cast lists), a 16-bit input
+    # may come with float32 parameters and statistics: it then computes in float32 and returns
+    # the input's dtype
+    present = {"input": input, **{k: t for k, t in params.items() if t is not None}}
+    if len({t.device for t in present.values()}) > 1:
+        raise RuntimeError("batch_norm: tensors on different devices: "
+                           + ", ".join(f"{k} on {t.device}" for k, t in present.items()))
+    allowed = {input.dtype, torch.float32} if input.dtype in (torch.float16, torch.bfloat16) \
+        else {input.dtype}
+    if any(t.dtype not in allowed for t in present.values()):
+        raise TypeError("batch_norm: dtypes differ: "
+                        + ", ".join(f"{k} is {t.dtype}" for k, t in present.items())
+                        + " (only a float16/bfloat16 input may have float32 parameters)")
     return BatchNormFunction.apply(input, weight, bias, running_mean, running_var, bool(training),
                                    float(momentum), float(eps), act)

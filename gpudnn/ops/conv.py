@@ -15,9 +15,9 @@ from torch._prims_common import suggest_memory_format
 from torch.autograd.function import once_differentiable
 
 from ..activations import parse_activation
-from ..backend import launcher
-from ..reference.conv import conv_output_size, conv_transpose2d_output_size
-from ._common import autocast_to_lower, check_same, check_tensor, pair
+from ._common import (autocast_to_lower, backward_launcher, check_same, check_tensor,
+                      forward_launcher, pair)
+from ._shapes import conv_output_size, conv_transpose2d_output_size
 
 __all__ = ["conv2d", "conv_transpose2d"]
 
@@ -88,7 +88,8 @@ class _ConvFunction(torch.autograd.Function):
         if x.shape[0] == 0:  # nothing to launch: an empty output, zero weight/bias gradients
             ctx.save_for_backward(x, weight, None)
             return x.new_empty(out_shape).contiguous(memory_format=fmt)
-        y, saved = launcher(f"{kind}_forward", x, weight, bias)(x, weight, bias, *params, act)
+        y, saved = forward_launcher(ctx, f"{kind}_forward", x, weight, bias)(
+            x, weight, bias, *params, act)
         ctx.save_for_backward(x, weight, saved)
         return y.contiguous(memory_format=fmt)
 
@@ -103,8 +104,7 @@ class _ConvFunction(torch.autograd.Function):
             grad_bias = weight.new_zeros(grad_y.shape[1]) if needs[2] else None
         else:
             grad_y = grad_y.contiguous(memory_format=ctx.fmt)
-            grad_x, grad_weight, grad_bias = launcher(
-                f"{ctx.kind}_backward", grad_y, x, weight, saved)(
+            grad_x, grad_weight, grad_bias = backward_launcher(ctx, f"{ctx.kind}_backward")(
                 grad_y, x, weight, saved, *ctx.params, ctx.act, needs)
         return None, grad_x, grad_weight, grad_bias, None, None, None
 

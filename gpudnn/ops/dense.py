@@ -7,8 +7,8 @@ from typing import Any
 import torch
 
 from ..activations import Activation, parse_activation
-from ..backend import launcher
-from ._common import autocast_to_lower, check_same, check_tensor
+from ._common import (autocast_to_lower, backward_launcher, check_same, check_tensor,
+                      forward_launcher)
 
 __all__ = ["DenseFunction", "linear"]
 
@@ -18,7 +18,7 @@ class DenseFunction(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, x, weight, bias, act: Activation | None):
-        y, saved = launcher("dense_forward", x, weight, bias)(x, weight, bias, act)
+        y, saved = forward_launcher(ctx, "dense_forward", x, weight, bias)(x, weight, bias, act)
         ctx.act = act
         ctx.save_for_backward(x, weight, saved)
         return y
@@ -27,7 +27,7 @@ class DenseFunction(torch.autograd.Function):
     def backward(ctx, grad_y):
         x, weight, saved = ctx.saved_tensors
         needs = tuple(ctx.needs_input_grad[:3])
-        grad_x, grad_weight, grad_bias = launcher("dense_backward", grad_y, x, weight)(
+        grad_x, grad_weight, grad_bias = backward_launcher(ctx, "dense_backward")(
             grad_y, x, weight, saved, ctx.act, needs)
         return grad_x, grad_weight, grad_bias, None
 

@@ -7,8 +7,7 @@ from __future__ import annotations
 
 import torch
 
-from ..backend import launcher
-from ._common import check_tensor
+from ._common import backward_launcher, check_tensor, forward_launcher
 
 __all__ = ["DropoutFunction", "dropout"]
 
@@ -19,11 +18,11 @@ class DropoutFunction(torch.autograd.Function):
     @staticmethod
     def forward(ctx, x, p: float, seed: int, offset: int):
         ctx.p, ctx.seed, ctx.offset = p, seed, offset
-        return launcher("dropout_forward", x)(x, p, seed, offset)
+        return forward_launcher(ctx, "dropout_forward", x)(x, p, seed, offset)
 
     @staticmethod
     def backward(ctx, grad_y):
-        grad_x = launcher("dropout_backward", grad_y)(grad_y, ctx.p, ctx.seed, ctx.offset)
+        grad_x = backward_launcher(ctx, "dropout_backward")(grad_y, ctx.p, ctx.seed, ctx.offset)
         return grad_x, None, None, None
 
 

@@ -5,10 +5,10 @@ import warnings
 
 import torch
 
-from ..backend import launcher
-from ._common import autocast_to_float, check_same, check_tensor
+from ._common import (autocast_to_float, backward_launcher, check_same, check_tensor,
+                      forward_launcher)
 
-__all__ = ["CrossEntropyFunction", "BCEWithLogitsFunction", "MSELossFunction", "cross_entropy",
+__all__ = ["CrossEntropyFunction", "PointwiseLossFunction", "cross_entropy",
            "binary_cross_entropy_with_logits", "mse_loss"]
 
 REDUCTIONS = ("none", "mean", "sum")
@@ -34,7 +34,7 @@ class CrossEntropyFunction(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, logits, target, ignore_index: int, reduction: str):
-        loss, lse = launcher("cross_entropy_forward", logits, target)(
+        loss, lse = forward_launcher(ctx, "cross_entropy_forward", logits, target)(
             logits, target, ignore_index, reduction)
         ctx.ignore_index, ctx.reduction = ignore_index, reduction
         ctx.save_for_backward(logits, target, lse)
@@ -43,7 +43,7 @@ class CrossEntropyFunction(torch.autograd.Function):
     @staticmethod
     def backward(ctx, grad_loss):
         logits, target, lse = ctx.saved_tensors
-        grad_logits = launcher("cross_entropy_backward", grad_loss, logits, target, lse)(
+        grad_logits = backward_launcher(ctx, "cross_entropy_backward")(
             grad_loss, logits, target, lse, ctx.ignore_index, ctx.reduction)
         return grad_logits, None, None, None
 
@@ -91,20 +91,23 @@ def cross_entropy(input: torch.Tensor, target: torch.Tensor, weight: torch.Tenso
     return loss.reshape(target.shape) if reduction == "none" else loss
 
 
-class BCEWithLogitsFunction(torch.autograd.Function):
+class PointwiseLossFunction(torch.autograd.Function):
+    """loss(x, target) for ``kind`` "bce_with_logits" or "mse_loss" (same-shaped x and target;
+    gradients for both)."""
+
     @staticmethod
-    def forward(ctx, x, target, reduction: str):
-        loss = launcher("bce_with_logits_forward", x, target)(x, target, reduction)
-        ctx.reduction = reduction
+    def forward(ctx, kind: str, x, target, reduction: str):
+        loss = forward_launcher(ctx, f"{kind}_forward", x, target)(x, target, reduction)
+        ctx.kind, ctx.reduction = kind, reduction
         ctx.save_for_backward(x, target)
         return loss
 
     @staticmethod
     def backward(ctx, grad_loss):
         x, target = ctx.saved_tensors
-        grad_x, grad_target = launcher("bce_with_logits_backward", grad_loss, x, target)(
-            grad_loss, x, target, ctx.reduction, tuple(ctx.needs_input_grad[:2]))
-        return grad_x, grad_target, None
+        grad_x, grad_target = backward_launcher(ctx, f"{ctx.kind}_backward")(
+            grad_loss, x, target, ctx.reduction, tuple(ctx.needs_input_grad[1:3]))
+        return None, grad_x, grad_target, None
 
 
 def binary_cross_entropy_with_logits(input: torch.Tensor, target: torch.Tensor,
@@ -124,23 +127,7 @@ def binary_cross_entropy_with_logits(input: torch.Tensor, target: torch.Tensor,
     if target.dtype != input.dtype:
         target = target.to(input.dtype)
     check_same("binary_cross_entropy_with_logits", input=input, target=target)
-    return BCEWithLogitsFunction.apply(input, target, reduction)
-
-
-class MSELossFunction(torch.autograd.Function):
-    @staticmethod
-    def forward(ctx, x, target, reduction: str):
-        loss = launcher("mse_loss_forward", x, target)(x, target, reduction)
-        ctx.reduction = reduction
-        ctx.save_for_backward(x, target)
-        return loss
-
-    @staticmethod
-    def backward(ctx, grad_loss):
-        x, target = ctx.saved_tensors
-        grad_x, grad_target = launcher("mse_loss_backward", grad_loss, x, target)(
-            grad_loss, x, target, ctx.reduction, tuple(ctx.needs_input_grad[:2]))
-        return grad_x, grad_target, None
+    return PointwiseLossFunction.apply("bce_with_logits", input, target, reduction)
 
 
 def mse_loss(input: torch.Tensor, target: torch.Tensor, size_average=None, reduce=None,
@@ -162,4 +149,4 @@ def mse_loss(input: torch.Tensor, target: torch.Tensor, size_average=None, reduc
         input, target = input.contiguous(), target.contiguous()
     input, target = autocast_to_float(input, target)
     check_same("mse_loss", input=input, target=target)
-    return MSELossFunction.apply(input, target, reduction)
+    return PointwiseLossFunction.apply("mse_loss", input, target, reduction)

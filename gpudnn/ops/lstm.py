@@ -8,8 +8,8 @@ from typing import Sequence
 
 import torch
 
-from ..backend import launcher
-from ._common import autocast_to_lower, check_same, check_tensor
+from ._common import (autocast_to_lower, backward_launcher, check_same, check_tensor,
+                      forward_launcher)
 
 __all__ = ["lstm_cell", "lstm", "LSTMCellFunction", "LSTMLayerFunction"]
 
@@ -40,7 +40,8 @@ class LSTMCellFunction(torch.autograd.Function):
     @staticmethod
     def forward(ctx, x, h, c, w_ih, w_hh, b_ih, b_hh, grad_enabled=True):
         save = grad_enabled and any(ctx.needs_input_grad[:7])
-        h_new, c_new, saved = launcher("lstm_cell_forward", x, h, c, w_ih, w_hh, b_ih, b_hh)(
+        h_new, c_new, saved = forward_launcher(
+            ctx, "lstm_cell_forward", x, h, c, w_ih, w_hh, b_ih, b_hh)(
             x, h, c, w_ih, w_hh, b_ih, b_hh, save)
         tensors, ctx.saved_spec = _flatten_saved(saved)
         ctx.save_for_backward(x, h, c, w_ih, w_hh, c_new, *tensors)
@@ -52,7 +53,7 @@ class LSTMCellFunction(torch.autograd.Function):
         x, h, c, w_ih, w_hh, c_new, *tensors = ctx.saved_tensors
         saved = _unflatten_saved(tensors, ctx.saved_spec)
         needs = tuple(ctx.needs_input_grad[:7])
-        grads = launcher("lstm_cell_backward", grad_h, x, w_ih)(
+        grads = backward_launcher(ctx, "lstm_cell_backward")(
             grad_h, grad_c, x, h, c, w_ih, w_hh, c_new, saved, needs)
         return (*grads, None)
 
@@ -65,7 +66,8 @@ class LSTMLayerFunction(torch.autograd.Function):
     @staticmethod
     def forward(ctx, x, h0, c0, w_ih, w_hh, b_ih, b_hh, reverse, grad_enabled=True):
         save = grad_enabled and any(ctx.needs_input_grad[:7])
-        y, h_n, c_n, saved = launcher("lstm_layer_forward", x, h0, c0, w_ih, w_hh, b_ih, b_hh)(
+        y, h_n, c_n, saved = forward_launcher(
+            ctx, "lstm_layer_forward", x, h0, c0, w_ih, w_hh, b_ih, b_hh)(
             x, h0, c0, w_ih, w_hh, b_ih, b_hh, reverse, save)
         tensors, ctx.saved_spec = _flatten_saved(saved)
         ctx.reverse = reverse
@@ -78,7 +80,7 @@ class LSTMLayerFunction(torch.autograd.Function):
         x, h0, c0, w_ih, w_hh, y, *tensors = ctx.saved_tensors
         saved = _unflatten_saved(tensors, ctx.saved_spec)
         needs = tuple(ctx.needs_input_grad[:7])
-        grads = launcher("lstm_layer_backward", grad_y, x, w_ih)(
+        grads = backward_launcher(ctx, "lstm_layer_backward")(
             grad_y, grad_h_n, grad_c_n, x, h0, c0, w_ih, w_hh, y, saved, ctx.reverse, needs)
         return (*grads, None, None)
 

@@ -10,9 +10,8 @@ import torch
 from torch._prims_common import suggest_memory_format
 from torch.autograd.function import once_differentiable
 
-from ..backend import launcher
-from ..reference._windows import pool_output_size
-from ._common import check_tensor, pair
+from ._common import backward_launcher, check_tensor, forward_launcher, pair
+from ._shapes import pool_output_size
 from .conv import launcher_layout, nonnegative_pair, positive_pair
 
 __all__ = ["max_pool2d", "avg_pool2d"]
@@ -61,9 +60,9 @@ class _PoolFunction(torch.autograd.Function):
             ctx.save_for_backward(None)
             return x.new_empty(out_shape).contiguous(memory_format=fmt)
         if kind == "max_pool2d":
-            y, saved = launcher("max_pool2d_forward", x)(x, *params)
+            y, saved = forward_launcher(ctx, "max_pool2d_forward", x)(x, *params)
         else:
-            y, saved = launcher("avg_pool2d_forward", x)(x, *params), None
+            y, saved = forward_launcher(ctx, "avg_pool2d_forward", x)(x, *params), None
         ctx.save_for_backward(saved)
         return y.contiguous(memory_format=fmt)
 
@@ -75,10 +74,11 @@ class _PoolFunction(torch.autograd.Function):
         grad_y = launcher_layout(grad_y)
         if ctx.kind == "max_pool2d":
             (saved,) = ctx.saved_tensors
-            grad_x = launcher("max_pool2d_backward", grad_y, saved)(
+            grad_x = backward_launcher(ctx, "max_pool2d_backward")(
                 grad_y, ctx.x_shape, saved, *ctx.params)
         else:
-            grad_x = launcher("avg_pool2d_backward", grad_y)(grad_y, ctx.x_shape, *ctx.params)
+            grad_x = backward_launcher(ctx, "avg_pool2d_backward")(
+                grad_y, ctx.x_shape, *ctx.params)
         return None, grad_x, None, None
 
 

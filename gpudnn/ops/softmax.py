@@ -3,8 +3,7 @@ from __future__ import annotations
 
 import torch
 
-from ..backend import launcher
-from ._common import autocast_to_float, check_tensor
+from ._common import autocast_to_float, backward_launcher, check_tensor, forward_launcher
 
 __all__ = ["SoftmaxFunction", "softmax", "log_softmax"]
 
@@ -14,7 +13,7 @@ class SoftmaxFunction(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, x, dim: int, log: bool):
-        y = launcher("softmax_forward", x)(x, dim, log)
+        y = forward_launcher(ctx, "softmax_forward", x)(x, dim, log)
         ctx.dim, ctx.log = dim, log
         ctx.save_for_backward(y)
         return y
@@ -22,7 +21,7 @@ class SoftmaxFunction(torch.autograd.Function):
     @staticmethod
     def backward(ctx, grad_y):
         (y,) = ctx.saved_tensors
-        return launcher("softmax_backward", grad_y, y)(grad_y, y, ctx.dim, ctx.log), None, None
+        return backward_launcher(ctx, "softmax_backward")(grad_y, y, ctx.dim, ctx.log), None, None
 
 
 def _softmax(name: str, input, dim, dtype, log: bool) -> torch.Tensor:

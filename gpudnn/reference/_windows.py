@@ -75,14 +75,3 @@ def scatter_windows(cols: np.ndarray, padded_hw: tuple[int, int], stride: tuple[
         for j in range(kw):
             out[:, :, rows, j * dw:j * dw + (wo - 1) * sw + 1:sw] += cols[:, :, :, :, i, j]
     return out
-
-
-def pool_output_size(size: int, kernel: int, stride: int, padding: int, dilation: int,
-                     ceil_mode: bool) -> int:
-    """Output length of a pooling along one axis, torch's ``pooling_output_shape``: with
-    ``ceil_mode`` the last window must start inside the input or the left padding."""
-    out = (size + 2 * padding - dilation * (kernel - 1) - 1
-           + (stride - 1 if ceil_mode else 0)) // stride + 1
-    if ceil_mode and (out - 1) * stride >= size + padding:
-        out -= 1
-    return out

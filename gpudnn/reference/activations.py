@@ -66,7 +66,8 @@ def _relu(z, param):
 
 
 def _relu_grad(y, param):
-    return (y > 0).astype(y.dtype)
+    # torch's threshold_backward: 0 where y <= 0, else 1 -- so 1 at NaN (NaN <= 0 is false)
+    return np.where(y <= 0, 0.0, 1.0).astype(y.dtype)
 
 
 def _leaky_relu(z, param):
@@ -74,7 +75,8 @@ def _leaky_relu(z, param):
 
 
 def _leaky_relu_grad(saved, param):
-    # saved is y when the slope is positive (same sign as z), z otherwise
+    # saved is y when the slope is positive (same sign as z), z otherwise; torch's
+    # leaky_relu_backward takes the slope where not saved > 0, so at NaN too
     return np.where(saved > 0, 1.0, param).astype(saved.dtype)
 
 

@@ -17,17 +17,12 @@ from __future__ import annotations
 import numpy as np
 
 from ..kernels.activations import Activation
+from ..ops._shapes import conv_output_size, conv_transpose2d_output_size
 from ._windows import in_format, is_channels_last, pad_hw, scatter_windows, windows
 from .activations import activation_grad, apply_activation, saved_for_backward
 
 Pair = tuple[int, int]
 Padding4 = tuple[int, int, int, int]  # (top, bottom, left, right)
-
-
-def conv_output_size(size: int, kernel: int, stride: int, pad_before: int, pad_after: int,
-                     dilation: int) -> int:
-    """Output length of a convolution along one axis (torch's formula)."""
-    return (size + pad_before + pad_after - dilation * (kernel - 1) - 1) // stride + 1
 
 
 def _output_channels_last(x: np.ndarray, weight: np.ndarray) -> bool:
@@ -132,12 +127,6 @@ def conv2d_backward(grad_y, x, weight, saved, stride, padding, dilation, groups,
     if len(needs) > 2 and needs[2]:
         grad_bias = _bias_grad(dz)
     return grad_x, grad_weight, grad_bias
-
-
-def conv_transpose2d_output_size(size: int, kernel: int, stride: int, padding: int,
-                                 output_padding: int, dilation: int) -> int:
-    """Output length of a transposed convolution along one axis (torch's formula)."""
-    return (size - 1) * stride - 2 * padding + dilation * (kernel - 1) + output_padding + 1
 
 
 def conv_transpose2d_forward(x, weight, bias, stride, padding, output_padding, groups, dilation,

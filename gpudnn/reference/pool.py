@@ -11,8 +11,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from ._windows import (in_format, is_channels_last, pad_hw, pool_output_size, scatter_windows,
-                       windows)
+from ..ops._shapes import pool_output_size
+from ._windows import in_format, is_channels_last, pad_hw, scatter_windows, windows
 
 Pair = tuple[int, int]
 

@@ -1,0 +1,102 @@
+"""Dropout with a Philox mask that is never stored: element i (row-major logical index) is kept iff
+tl.rand(seed, offset + i) >= float32(p), and kept elements are scaled by float32(1 / (1 - p)).
+Backward regenerates the same mask from (seed, offset). Bit-equal to the NumPy reference
+(gpudnn/reference/philox.py). Indices and Philox counters are 64-bit when offset + numel passes
+2**31 (the counter's high word then feeds Philox, exactly as the reference splits it).
+"""
+from __future__ import annotations
+
+import numpy as np
+import torch
+import triton
+import triton.language as tl
+
+from .. import alloc
+from . import _pointwise
+from ._pointwise import INT32_LIMIT
+from .aot import AOTConfig
+
+BLOCK = 1024
+NUM_WARPS = 4
+
+
+@triton.jit
+def _dropout_kernel(x_ptr, y_ptr, numel, s1, s2, s3, s4, s5,
+                    x0, x1, x2, x3, x4, x5, y0, y1, y2, y3, y4, y5,
+                    p, scale, seed, offset,
+                    FLAT: tl.constexpr, I64: tl.constexpr, BLOCK: tl.constexpr):
+    """y = x * scale where tl.rand(seed, offset + i) >= p, else 0 (i: row-major logical index).
+
+    x_ptr, y_ptr: one logical shape of numel elements, padded to 6 dims of sizes (., s1..s5) with
+    element strides x*, y*; FLAT: both contiguous (storage offset == logical index).
+    """
+    i = _pointwise.block_indices(BLOCK, I64)
+    mask = i < numel
+    if FLAT:
+        off_x = i
+        off_y = i
+    else:
+        off_x = _pointwise.strided_offset(i, s1, s2, s3, s4, s5, x0, x1, x2, x3, x4, x5)
+        off_y = _pointwise.strided_offset(i, s1, s2, s3, s4, s5, y0, y1, y2, y3, y4, y5)
+    if I64:
+        counter = offset.to(tl.int64) + i
+    else:
+        counter = offset + i
+    keep = tl.rand(seed, counter) >= p
+    x = tl.load(x_ptr + off_x, mask=mask, other=0.0).to(tl.float32)
+    y = tl.where(keep, x * scale, 0.0)
+    tl.store(y_ptr + off_y, y.to(y_ptr.dtype.element_ty), mask=mask)
+
+
+def _check_p(p: float) -> None:
+    if not 0.0 < p < 1.0:
+        raise ValueError(f"dropout launchers take 0 < p < 1 (the Function handles 0 and 1), "
+                         f"got {p}")
+
+
+def _launch(x: torch.Tensor, p: float, seed: int, offset: int) -> torch.Tensor:
+    _check_p(p)
+    _pointwise.check_dtypes("dropout", input=x)
+    y = alloc.empty_like(x, memory_format=torch.preserve_format)
+    n = x.numel()
+    if n == 0:
+        return y
+    plan = _pointwise.plan([x, y], logical_order=True)
+    i64 = plan.i64 or int(offset) + n + BLOCK > INT32_LIMIT
+    p32 = float(np.float32(p))
+    scale = float(np.float32(1.0 / (1.0 - p)))
+    _dropout_kernel[(triton.cdiv(n, BLOCK),)](
+        x, y, n, *plan.sizes[1:], *plan.strides[0], *plan.strides[1], p32, scale, int(seed),
+        int(offset), FLAT=plan.flat, I64=i64, BLOCK=BLOCK, num_warps=NUM_WARPS)
+    return y
+
+
+def dropout_forward(x: torch.Tensor, p: float, seed: int, offset: int) -> torch.Tensor:
+    """x with elements dropped (probability p), the rest scaled by 1/(1-p); y takes x's layout."""
+    return _launch(x, p, seed, offset)
+
+
+def dropout_backward(grad_y: torch.Tensor, p: float, seed: int, offset: int) -> torch.Tensor:
+    """grad_x = grad_y masked and scaled by the mask that (seed, offset) regenerates."""
+    return _launch(grad_y, p, seed, offset)
+
+
+def aot_configs() -> list[AOTConfig]:
+    """Flat / strided, 32- / 64-bit counters, fp32 / fp16 / bf16; CI's selection (see
+    _pointwise.aot_all) skips fp16 and the 64-bit counters of the 16-bit dtypes."""
+    configs = []
+    names = list(_dropout_kernel.arg_names)
+    for dtype in ("fp32", "fp16", "bf16"):
+        for flat in (True, False):
+            for i64 in (False, True):
+                sig = {n: "i32" for n in names}
+                sig.update(x_ptr=f"*{dtype}", y_ptr=f"*{dtype}", p="fp32", scale="fp32",
+                           FLAT="constexpr", I64="constexpr", BLOCK="constexpr")
+                if i64:
+                    sig.update(numel="i64", offset="i64")
+                configs.append(AOTConfig(
+                    _dropout_kernel, sig, dict(FLAT=flat, I64=i64, BLOCK=BLOCK),
+                    num_warps=NUM_WARPS, num_stages=1, dtype=dtype,
+                    label=f"{'flat' if flat else 'strided'}{' i64' if i64 else ''}"))
+    return _pointwise.select(configs, lambda c: c.dtype == "fp32" or (
+        c.dtype == "bf16" and not c.constexprs["I64"]))

@@ -1,0 +1,276 @@
+"""Triton max_pool2d / avg_pool2d, forward and backward.
+
+One forward and one backward kernel, each for both kinds (constexpr IS_MAX), over tiles of
+[pixels, channels] with any NCHW / NHWC strides. Max pooling saves, per output, the tap r*KW + s
+of the window's maximum (``_index_dtype``: int32, half of torch's int64 indices). Backward
+gathers instead of scattering (no atomics, deterministic): every input pixel visits the windows
+that contain it through the transposed source mapping of ``_spatial.source_coords``, the same
+one conv's input gradient uses.
+Semantics are torch's: max pads with -inf, takes the first maximum, the last NaN, and the first
+in-image tap of an all -inf window; avg divides by the window clipped to input + padding
+(count_include_pad), to the input, or by divisor_override.
+"""
+from __future__ import annotations
+
+import torch
+import triton
+import triton.language as tl
+
+from ._spatial import empty_4d, signature, source_coords, strides4, suggests_channels_last
+from .aot import AOTConfig
+
+POINTER_TYPES = {torch.int8: "*i8", torch.int32: "*i32"}
+
+
+@triton.jit
+def _avg_divisor(out_h, out_w, H, W, KH, KW, stride_h, stride_w, pad_h, pad_w,
+                 COUNT_INCLUDE_PAD, DIVISOR_OVERRIDE):
+    """fp32 divisor of the average-pooling windows at output pixels (out_h, out_w) (blocks);
+    +inf for a window without input pixels, so that its output / gradient share is 0."""
+    h0 = out_h * stride_h - pad_h
+    w0 = out_w * stride_w - pad_w
+    h1 = tl.minimum(h0 + KH, H + pad_h)
+    w1 = tl.minimum(w0 + KW, W + pad_w)
+    full = ((h1 - h0) * (w1 - w0)).to(tl.float32)
+    inside_h = tl.minimum(h1, H) - tl.maximum(h0, 0)
+    inside_w = tl.minimum(w1, W) - tl.maximum(w0, 0)
+    inside = (inside_h * inside_w).to(tl.float32)
+    div = tl.where(COUNT_INCLUDE_PAD != 0, full, inside)
+    # `* 1.0` rather than .to(): an int argument equal to 1 arrives as a constexpr
+    div = tl.where(DIVISOR_OVERRIDE != 0, DIVISOR_OVERRIDE * 1.0 + 0.0 * div, div)
+    return tl.where((inside_h > 0) & (inside_w > 0), div, float("inf"))
+
+
+@triton.jit
+def _pool_forward_kernel(
+        x_ptr, y_ptr, idx_ptr, BATCH, C, H, W, OUT_H, OUT_W, KH, KW,
+        x_sn, x_sc, x_sh, x_sw, y_sn, y_sc, y_sh, y_sw,
+        stride_h, stride_w, pad_h, pad_w, dil_h, dil_w, COUNT_INCLUDE_PAD, DIVISOR_OVERRIDE,
+        IS_MAX: tl.constexpr, BLOCK_P: tl.constexpr, BLOCK_C: tl.constexpr):
+    """x [BATCH, C, H, W] (strides x_s*), y and idx [BATCH, C, OUT_H, OUT_W] (strides y_s*).
+    IS_MAX: y = window max, idx = its tap (_index_dtype); else y = window sum / _avg_divisor
+    (idx unused; dilation must be 1)."""
+    pid_p = tl.program_id(0)
+    pid_c = tl.program_id(1)
+    offs_p = pid_p * BLOCK_P + tl.arange(0, BLOCK_P)
+    p_ok = offs_p < BATCH * OUT_H * OUT_W
+    oq = offs_p % OUT_W
+    op = (offs_p // OUT_W) % OUT_H
+    img = (offs_p // (OUT_W * OUT_H)).to(tl.int64)
+    offs_c = pid_c * BLOCK_C + tl.arange(0, BLOCK_C)
+    c_ok = offs_c < C
+    chan = (offs_c * x_sc)[None, :]
+    if IS_MAX:
+        best = tl.full((BLOCK_P, BLOCK_C), float("-inf"), tl.float32)
+        best_tap = tl.full((BLOCK_P, BLOCK_C), -1, tl.int32)
+    else:
+        total = tl.zeros((BLOCK_P, BLOCK_C), dtype=tl.float32)
+    for tap in range(0, KH * KW):
+        r = tap // KW
+        s = tap - r * KW
+        h, w, ok = source_coords(op, oq, r, s, H, W, stride_h, stride_w, pad_h, pad_w, dil_h,
+                                 dil_w, False)
+        mask = (ok & p_ok)[:, None] & c_ok[None, :]
+        v = tl.load(x_ptr + (img * x_sn + h * x_sh + w * x_sw)[:, None] + chan, mask=mask,
+                    other=0.0).to(tl.float32)
+        if IS_MAX:
+            take = mask & ((v > best) | (v != v) | (best_tap < 0))
+            best = tl.where(take, v, best)
+            best_tap = tl.where(take, tap, best_tap)
+        else:
+            total += v
+    y_offs = (img * y_sn + op * y_sh + oq * y_sw)[:, None] + (offs_c * y_sc)[None, :]
+    out_mask = p_ok[:, None] & c_ok[None, :]
+    if IS_MAX:
+        tl.store(y_ptr + y_offs, best.to(y_ptr.dtype.element_ty), mask=out_mask)
+        tl.store(idx_ptr + y_offs, best_tap.to(idx_ptr.dtype.element_ty), mask=out_mask)
+    else:
+        div = _avg_divisor(op, oq, H, W, KH, KW, stride_h, stride_w, pad_h, pad_w,
+                           COUNT_INCLUDE_PAD, DIVISOR_OVERRIDE)
+        tl.store(y_ptr + y_offs, (total / div[:, None]).to(y_ptr.dtype.element_ty),
+                 mask=out_mask)
+
+
+@triton.jit
+def _pool_backward_kernel(
+        dy_ptr, idx_ptr, dx_ptr, BATCH, C, H, W, OUT_H, OUT_W, KH, KW,
+        dy_sn, dy_sc, dy_sh, dy_sw, idx_sn, idx_sc, idx_sh, idx_sw, dx_sn, dx_sc, dx_sh, dx_sw,
+        stride_h, stride_w, pad_h, pad_w, dil_h, dil_w, COUNT_INCLUDE_PAD, DIVISOR_OVERRIDE,
+        IS_MAX: tl.constexpr, BLOCK_P: tl.constexpr, BLOCK_C: tl.constexpr):
+    """dy, idx [BATCH, C, OUT_H, OUT_W] (strides dy_s*, idx_s*; idx read when IS_MAX), dx [BATCH,
+    C, H, W] (strides dx_s*). dx[h, w] = sum over the windows holding (h, w) at tap t of dy, where
+    idx == t (max) or divided by the window's divisor (avg)."""
+    pid_p = tl.program_id(0)
+    pid_c = tl.program_id(1)
+    offs_p = pid_p * BLOCK_P + tl.arange(0, BLOCK_P)
+    p_ok = offs_p < BATCH * H * W
+    iq = offs_p % W
+    ip = (offs_p // W) % H
+    img = (offs_p // (W * H)).to(tl.int64)
+    offs_c = pid_c * BLOCK_C + tl.arange(0, BLOCK_C)
+    c_ok = offs_c < C
+    acc = tl.zeros((BLOCK_P, BLOCK_C), dtype=tl.float32)
+    for tap in range(0, KH * KW):
+        r = tap // KW
+        s = tap - r * KW
+        oh, ow, ok = source_coords(ip, iq, r, s, OUT_H, OUT_W, stride_h, stride_w, pad_h, pad_w,
+                                   dil_h, dil_w, True)
+        mask = (ok & p_ok)[:, None] & c_ok[None, :]
+        offs = (img * dy_sn + oh * dy_sh + ow * dy_sw)[:, None] + (offs_c * dy_sc)[None, :]
+        g = tl.load(dy_ptr + offs, mask=mask, other=0.0).to(tl.float32)
+        if IS_MAX:
+            idx_offs = (img * idx_sn + oh * idx_sh + ow * idx_sw)[:, None] \
+                + (offs_c * idx_sc)[None, :]
+            picked = tl.load(idx_ptr + idx_offs, mask=mask, other=-1).to(tl.int32)
+            acc += tl.where(picked == tap, g, 0.0)
+        else:
+            div = _avg_divisor(oh, ow, H, W, KH, KW, stride_h, stride_w, pad_h, pad_w,
+                               COUNT_INCLUDE_PAD, DIVISOR_OVERRIDE)
+            acc += g / div[:, None]
+    dx_offs = (img * dx_sn + ip * dx_sh + iq * dx_sw)[:, None] + (offs_c * dx_sc)[None, :]
+    tl.store(dx_ptr + dx_offs, acc.to(dx_ptr.dtype.element_ty),
+             mask=p_ok[:, None] & c_ok[None, :])
+
+
+# --- heuristics ---------------------------------------------------------------------------------
+
+def _tile(channels: int, channels_contiguous: bool) -> tuple[int, int]:
+    """(BLOCK_P, BLOCK_C): wide along channels when they are the contiguous axis (NHWC), wide
+    along pixels otherwise (NCHW)."""
+    if not channels_contiguous or channels <= 4:
+        return 256, 4
+    return 32, 32
+
+
+def _index_dtype(kernel_size) -> torch.dtype:
+    """dtype of the saved argmax taps. int32 (half of torch's int64 indices); int8 would do for
+    windows of up to 127 taps, but kernels.alloc cannot poison int8 outputs yet."""
+    del kernel_size
+    return torch.int32
+
+
+def _output_size(size: int, kernel: int, stride: int, padding: int, dilation: int,
+                 ceil_mode: bool) -> int:
+    """torch's pooling_output_shape: with ceil_mode the last window starts inside input + pad."""
+    out = (size + 2 * padding - dilation * (kernel - 1) - 1
+           + (stride - 1 if ceil_mode else 0)) // stride + 1
+    if ceil_mode and (out - 1) * stride >= size + padding:
+        out -= 1
+    return out
+
+
+def _grid(num_pixels: int, channels: int, *tensors: torch.Tensor):
+    """(grid, BLOCK_P, BLOCK_C) for a launch over num_pixels x channels, or None when empty."""
+    for t in tensors:  # pixel indices and offsets inside one image are int32 in the kernels
+        if t.shape[0] * t.shape[2] * t.shape[3] >= 2 ** 31 or t[:1].numel() >= 2 ** 31:
+            raise ValueError(f"pool (triton): tensor of shape {tuple(t.shape)} is too large for "
+                             "the kernels' int32 pixel offsets; split the batch")
+    if num_pixels == 0 or channels == 0:
+        return None
+    block_p, block_c = _tile(channels, all(t.stride(1) == 1 for t in tensors))
+    return (triton.cdiv(num_pixels, block_p), triton.cdiv(channels, block_c)), block_p, block_c
+
+
+def _forward(x, y, idx, kernel_size, stride, padding, dilation, count_include_pad,
+             divisor_override, is_max) -> None:
+    batch, c, h, w = x.shape
+    out_h, out_w = y.shape[2:]
+    launch = _grid(batch * out_h * out_w, c, x, y)
+    if launch is None:
+        return
+    grid, block_p, block_c = launch
+    _pool_forward_kernel[grid](
+        x, y, idx, batch, c, h, w, out_h, out_w, kernel_size[0], kernel_size[1],
+        *strides4(x), *strides4(y), stride[0], stride[1], padding[0], padding[1],
+        dilation[0], dilation[1], int(count_include_pad), int(divisor_override or 0),
+        IS_MAX=is_max, BLOCK_P=block_p, BLOCK_C=block_c, num_warps=4)
+
+
+def _backward(grad_y, idx, grad_x, kernel_size, stride, padding, dilation, count_include_pad,
+              divisor_override, is_max) -> None:
+    batch, c, h, w = grad_x.shape
+    out_h, out_w = grad_y.shape[2:]
+    launch = _grid(batch * h * w, c, grad_y, grad_x)
+    if launch is None:
+        return
+    grid, block_p, block_c = launch
+    _pool_backward_kernel[grid](
+        grad_y, idx, grad_x, batch, c, h, w, out_h, out_w, kernel_size[0], kernel_size[1],
+        *strides4(grad_y), *strides4(idx), *strides4(grad_x), stride[0], stride[1],
+        padding[0], padding[1], dilation[0], dilation[1], int(count_include_pad),
+        int(divisor_override or 0), IS_MAX=is_max, BLOCK_P=block_p, BLOCK_C=block_c,
+        num_warps=4)
+
+
+def _out_hw(x_hw, kernel_size, stride, padding, dilation, ceil_mode):
+    return tuple(_output_size(x_hw[a], kernel_size[a], stride[a], padding[a], dilation[a],
+                              ceil_mode) for a in range(2))
+
+
+# --- launchers (contract: gpudnn/launchers.py) --------------------------------------------------
+
+def max_pool2d_forward(x, kernel_size, stride, padding, dilation, ceil_mode):
+    batch, c, h, w = x.shape
+    out_hw = _out_hw((h, w), kernel_size, stride, padding, dilation, ceil_mode)
+    channels_last = suggests_channels_last(x)
+    y = empty_4d((batch, c) + out_hw, x.dtype, x.device, channels_last)
+    idx = empty_4d((batch, c) + out_hw, _index_dtype(kernel_size), x.device, channels_last)
+    _forward(x, y, idx, kernel_size, stride, padding, dilation, True, None, True)
+    return y, idx
+
+
+def max_pool2d_backward(grad_y, x_shape, saved, kernel_size, stride, padding, dilation,
+                        ceil_mode):
+    grad_x = empty_4d(x_shape, grad_y.dtype, grad_y.device,
+                      suggests_channels_last(grad_y))
+    _backward(grad_y, saved, grad_x, kernel_size, stride, padding, dilation, True, None, True)
+    return grad_x
+
+
+def avg_pool2d_forward(x, kernel_size, stride, padding, ceil_mode, count_include_pad,
+                       divisor_override):
+    batch, c, h, w = x.shape
+    out_hw = _out_hw((h, w), kernel_size, stride, padding, (1, 1), ceil_mode)
+    y = empty_4d((batch, c) + out_hw, x.dtype, x.device,
+                 suggests_channels_last(x))
+    _forward(x, y, y, kernel_size, stride, padding, (1, 1), count_include_pad, divisor_override,
+             False)
+    return y
+
+
+def avg_pool2d_backward(grad_y, x_shape, kernel_size, stride, padding, ceil_mode,
+                        count_include_pad, divisor_override):
+    grad_x = empty_4d(x_shape, grad_y.dtype, grad_y.device,
+                      suggests_channels_last(grad_y))
+    _backward(grad_y, grad_y, grad_x, kernel_size, stride, padding, (1, 1), count_include_pad,
+              divisor_override, False)
+    return grad_x
+
+
+# --- ahead-of-time configurations ---------------------------------------------------------------
+
+def aot_configs() -> list[AOTConfig]:
+    """Every tile the heuristic picks x both kernels x both kinds x fp32/fp16/bf16 (x every
+    index dtype for max pooling)."""
+    tiles = sorted({_tile(c, contiguous) for c in (1, 4, 5, 16, 17, 64)
+                    for contiguous in (False, True)})
+    configs = []
+    for dtype in ("fp32", "fp16", "bf16"):
+        for kernel, data_ptrs in ((_pool_forward_kernel, ("x_ptr", "y_ptr")),
+                                  (_pool_backward_kernel, ("dy_ptr", "dx_ptr"))):
+            index_types = sorted({POINTER_TYPES[_index_dtype((k, k))] for k in (1, 11, 12)})
+            for is_max, index_types in ((True, index_types), (False, (f"*{dtype}",))):
+                for index_type in index_types:
+                    for block_p, block_c in tiles:
+                        cx = dict(IS_MAX=is_max, BLOCK_P=block_p, BLOCK_C=block_c)
+                        ptrs = {name: f"*{dtype}" for name in data_ptrs}
+                        ptrs["idx_ptr"] = index_type
+                        kind = "max" if is_max else "avg"
+                        configs.append(AOTConfig(
+                            kernel, signature(kernel, ptrs, (), cx), cx, 4, 3,
+                            f"{kind} {block_p}x{block_c} idx {index_type[1:]}", dtype))
+    return configs
+
+
+__all__ = ["max_pool2d_forward", "max_pool2d_backward", "avg_pool2d_forward",
+           "avg_pool2d_backward", "aot_configs"]
