@@ -184,14 +184,25 @@ def resolve(name: str, *tensors: Any) -> str:
         return choice
     if device != "cuda":
         return "reference"
-    for candidate in ("triton", "cupy"):
-        if _why_not(candidate, device) is None and _has_pair(candidate, name):
-            return candidate
+    if not _has_float64(tensors):  # the GPU kernels compute in fp32 at most: float64 -> NumPy
+        for candidate in ("triton", "cupy"):
+            if _why_not(candidate, device) is None and _has_pair(candidate, name):
+                return candidate
     if name not in _warned:
         _warned.add(name)
-        warnings.warn(f"gpudnn: no GPU kernel can run {name} here; falling back to the NumPy "
-                      "reference on the host (slow)", RuntimeWarning, stacklevel=3)
+        warnings.warn(f"gpudnn: no GPU kernel can run {name} here (float64 tensors, or no kernel "
+                      "for this op); falling back to the NumPy reference on the host (slow)",
+                      RuntimeWarning, stacklevel=3)
     return "reference"
+
+
+def _has_float64(tensors: tuple[Any, ...]) -> bool:
+    for t in tensors:
+        if isinstance(t, torch.Tensor) and t.dtype == torch.float64:
+            return True
+        if isinstance(t, (list, tuple)) and _has_float64(tuple(t)):
+            return True
+    return False
 
 
 def launcher(name: str, *tensors: Any, backend: str | None = None) -> Callable:

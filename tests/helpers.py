@@ -1,12 +1,14 @@
 """Helpers shared by the test modules (import as `from helpers import ...`)."""
 import contextlib
 import os
+import re
 
 import pytest
 import torch
 
 import gpudnn
 from gpudnn.activations import activation_module, parse_activation
+from gpudnn.kernels.cupy._runtime import SOURCE_DIR as CUPY_SOURCE_DIR
 from gpudnn.testing import assert_close
 
 DEVICE = os.environ.get("GPUDNN_TEST_DEVICE", "cpu")
@@ -139,3 +141,27 @@ def compare_float32_on_device(ours, theirs, *inputs, device: str, interpret: boo
     with gpudnn.use_backend(backend), ieee_float32():
         return compare_with_twin(ours, theirs, *inputs, dtype=torch.float32,
                                  grad_scale=grad_scale, seed=seed)
+
+
+# --- CuPy sources: the one parser of their extern "C" kernel signatures ------------------------
+
+CUPY_STORAGE = {"f32": ("float", torch.float32), "f16": ("f16", torch.float16),
+            "bf16": ("bf16", torch.bfloat16)}
+
+
+def kernel_signatures(fam: str) -> dict[str, list[str]]:
+    """{kernel name: [C parameter types]} of the extern "C" kernels of ``<fam>.cu``."""
+    text = open(f"{CUPY_SOURCE_DIR}/{fam}.cu").read().replace("\\\n", " ")
+    for macro in re.finditer(r"#define (\w+)\s+((?:int \w+,?\s*)+)\n", text):
+        text = text.replace(macro.group(1), macro.group(2).rstrip().rstrip(","))
+    signatures = {}
+    for m in re.finditer(r'extern "C" __global__ void ([\w#]+)\s*\(([^)]*)\)', text):
+        name, params = m.group(1), [p.strip() for p in m.group(2).split(",")]
+        types = [" ".join(re.sub(r"\s*\b\w+$", "", p).replace("const ", "")
+                          .replace("__restrict__", "").split()) for p in params]
+        if name.endswith("##S"):
+            for s, (storage, _) in CUPY_STORAGE.items():
+                signatures[name[:-3] + s] = [re.sub(r"\bT\b", storage, t) for t in types]
+        else:
+            signatures[name] = types
+    return signatures

@@ -305,3 +305,14 @@ def test_reference_adapter_keeps_float32_outputs_float32():
     _, mean64, _ = backend.launcher("batch_norm_forward", x64)(
         x64, None, None, None, None, True, 0.1, 1e-5, None)
     assert mean64.dtype == torch.float64  # "at least float32"
+
+
+def test_auto_sends_float64_on_cuda_to_the_reference(monkeypatch):
+    # the GPU kernels compute in fp32 at most; pretend these CPU tensors live on a GPU
+    monkeypatch.setattr(backend, "_device_type", lambda tensors: "cuda")
+    monkeypatch.setattr(backend, "_why_not", lambda name, device: None)
+    assert backend.resolve("dense_forward", torch.ones(2)) == "triton"
+    backend._warned.discard("dense_forward")
+    with pytest.warns(RuntimeWarning, match="float64"):
+        assert backend.resolve("dense_forward", torch.ones(2, dtype=torch.float64)) == "reference"
+    assert backend.resolve("sgd_step", [torch.ones(2, dtype=torch.float64)]) == "reference"

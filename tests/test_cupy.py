@@ -7,7 +7,6 @@ kernel's C signature argument by argument (launches recorded, not run). On a GPU
 (GPUDNN_TEST_DEVICE=cuda with CuPy): each op against the NumPy reference.
 """
 import importlib
-import re
 import shutil
 import subprocess
 
@@ -15,7 +14,7 @@ import numpy as np
 import pytest
 import torch
 
-from helpers import DEVICE
+from helpers import DEVICE, kernel_signatures
 
 from gpudnn import backend
 from gpudnn.kernels.activations import NAMES, Activation
@@ -192,28 +191,8 @@ def test_launchers_check_arguments_without_a_gpu(fam, name, args, exc, message):
 
 _C_TYPES = {"int": np.int32, "long long": np.int64, "unsigned long long": np.uint64,
             "float": np.float32}
-_STORAGE = {"f32": ("float", torch.float32), "f16": ("f16", torch.float16),
-            "bf16": ("bf16", torch.bfloat16)}
 _POINTEE = {"float": torch.float32, "f16": torch.float16, "bf16": torch.bfloat16,
             "long long": torch.int64}
-
-
-def kernel_signatures(fam: str) -> dict[str, list[str]]:
-    """{kernel name: [C parameter types]} of the extern "C" kernels of ``<fam>.cu``."""
-    text = open(f"{_runtime.SOURCE_DIR}/{fam}.cu").read().replace("\\\n", " ")
-    for macro in re.finditer(r"#define (\w+)\s+((?:int \w+,?\s*)+)\n", text):
-        text = text.replace(macro.group(1), macro.group(2).rstrip().rstrip(","))
-    signatures = {}
-    for m in re.finditer(r'extern "C" __global__ void ([\w#]+)\s*\(([^)]*)\)', text):
-        name, params = m.group(1), [p.strip() for p in m.group(2).split(",")]
-        types = [" ".join(re.sub(r"\s*\b\w+$", "", p).replace("const ", "")
-                          .replace("__restrict__", "").split()) for p in params]
-        if name.endswith("##S"):
-            for s, (storage, _) in _STORAGE.items():
-                signatures[name[:-3] + s] = [re.sub(r"\bT\b", storage, t) for t in types]
-        else:
-            signatures[name] = types
-    return signatures
 
 
 @pytest.fixture

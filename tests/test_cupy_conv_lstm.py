@@ -34,7 +34,7 @@ from gpudnn.kernels.cupy import _runtime, build
 from gpudnn.kernels.cupy import conv as cupy_conv
 from gpudnn.kernels.cupy import lstm as cupy_lstm
 from gpudnn.testing import assert_close
-from test_cupy import kernel_signatures  # the one parser of extern "C" kernel signatures
+from helpers import kernel_signatures
 
 MODULES = {"conv": cupy_conv, "lstm": cupy_lstm}
 

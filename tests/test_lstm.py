@@ -255,3 +255,24 @@ def test_lstm_float32_on_device(cls, args, device):
     ours.load_state_dict(theirs.state_dict())
     x = torch.randn(4, 3, 5) if cls is gnn.LSTM else torch.randn(3, 5)
     compare_float32_on_device(ours, theirs, x, device=device, grad_scale=10.0)
+
+
+@pytest.mark.parametrize("reverse", [False, True])
+def test_reference_layer_backward_of_an_empty_sequence(reverse):
+    # no steps: the state gradients pass straight through to h0 and c0, weights get zeros
+    import numpy as np
+    from gpudnn.reference.lstm import lstm_layer_backward, lstm_layer_forward
+    rng = np.random.default_rng(0)
+    batch, inputs, hidden = 2, 3, 4
+    x = np.zeros((0, batch, inputs))
+    h0, c0 = rng.standard_normal((batch, hidden)), rng.standard_normal((batch, hidden))
+    w_ih, w_hh = rng.standard_normal((4 * hidden, inputs)), rng.standard_normal((4 * hidden, hidden))
+    bias = rng.standard_normal(4 * hidden)
+    y, h_n, c_n, saved = lstm_layer_forward(x, h0, c0, w_ih, w_hh, bias, bias, reverse, True)
+    assert y.shape == (0, batch, hidden) and (h_n == h0).all() and (c_n == c0).all()
+    g_h, g_c = rng.standard_normal((batch, hidden)), rng.standard_normal((batch, hidden))
+    grads = lstm_layer_backward(y, g_h, g_c, x, h0, c0, w_ih, w_hh, y, saved, reverse, (True,) * 7)
+    assert grads[0].shape == x.shape
+    assert (grads[1] == g_h).all() and (grads[2] == g_c).all()
+    for g, w in zip(grads[3:], (w_ih, w_hh, bias, bias)):
+        assert g.shape == w.shape and not g.any()

@@ -480,3 +480,14 @@ def test_functions_accept_expanded_and_strided_grads():
     y = F.softmax(x, 0)
     (gx,) = torch.autograd.grad(y, x, torch.randn(6, 4, dtype=F64).t())  # transposed grad
     assert gx.shape == x.shape
+
+
+@pytest.mark.parametrize("log", [False, True])
+def test_reference_softmax_of_a_scalar_is_a_row_of_one(log):
+    x = torch.tensor(2.5, dtype=torch.float64, requires_grad=True)
+    expected = (torch.log_softmax if log else torch.softmax)(x, 0)
+    expected.backward(torch.tensor(0.7, dtype=torch.float64))
+    y = ref_softmax.softmax_forward(np.array(2.5), 0, log)
+    assert y.shape == () and y == expected.item()
+    grad = ref_softmax.softmax_backward(np.array(0.7), y, 0, log)
+    assert grad.shape == () and abs(grad - x.grad.item()) < 1e-15

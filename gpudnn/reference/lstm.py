@@ -119,10 +119,11 @@ def lstm_layer_forward(x, h0, c0, w_ih, w_hh, b_ih, b_hh, reverse, save):
 
 
 def _previous(seq, first, reverse):
-    """The state before each position: seq shifted one step against the direction of travel."""
+    """The state before each position: seq shifted one step against the direction of travel
+    (as long as seq, so an empty sequence gives an empty result)."""
     if reverse:
-        return np.concatenate([seq[1:], first[None]], axis=0)
-    return np.concatenate([first[None], seq[:-1]], axis=0)
+        return np.concatenate([seq[1:], first[None]], axis=0)[:len(seq)]
+    return np.concatenate([first[None], seq[:-1]], axis=0)[:len(seq)]
 
 
 def lstm_layer_backward(grad_y, grad_h_n, grad_c_n, x, h0, c0, w_ih, w_hh, y, saved, reverse,

@@ -10,6 +10,8 @@ import numpy as np
 
 
 def softmax_forward(x: np.ndarray, dim: int, log: bool) -> np.ndarray:
+    if x.ndim == 0:  # a scalar is a row of one, as torch treats it
+        return softmax_forward(x.reshape(1), 0, log).reshape(())
     if x.shape[dim] == 0:  # no rows to normalize (np.max has no identity)
         return x.copy(order="K")
     with np.errstate(invalid="ignore", over="ignore", divide="ignore"):
@@ -23,6 +25,8 @@ def softmax_forward(x: np.ndarray, dim: int, log: bool) -> np.ndarray:
 
 def softmax_backward(grad_y: np.ndarray, y: np.ndarray, dim: int, log: bool) -> np.ndarray:
     """softmax: y * (g - sum(g * y)); log_softmax: g - exp(y) * sum(g)."""
+    if y.ndim == 0:
+        return softmax_backward(grad_y.reshape(1), y.reshape(1), 0, log).reshape(())
     with np.errstate(invalid="ignore", over="ignore"):
         if log:
             return grad_y - np.exp(y) * np.sum(grad_y, axis=dim, keepdims=True)
