@@ -155,7 +155,8 @@ def kernel_signatures(fam: str) -> dict[str, list[str]]:
     for macro in re.finditer(r"#define (\w+)\s+((?:int \w+,?\s*)+)\n", text):
         text = text.replace(macro.group(1), macro.group(2).rstrip().rstrip(","))
     signatures = {}
-    for m in re.finditer(r'extern "C" __global__ void ([\w#]+)\s*\(([^)]*)\)', text):
+    for m in re.finditer(r'extern "C" __global__ void (?:__launch_bounds__\([^)]*\)\s*)?'
+                         r'([\w#]+)\s*\(([^)]*)\)', text):
         name, params = m.group(1), [p.strip() for p in m.group(2).split(",")]
         types = [" ".join(re.sub(r"\s*\b\w+$", "", p).replace("const ", "")
                           .replace("__restrict__", "").split()) for p in params]

@@ -435,3 +435,55 @@ def test_gpu_pooling(ceil_mode):
         close(y, y_ref, "avg y")
         close(*run_both("avg_pool2d_backward", cuda(*y.shape, seed=2), x.shape, *args),
               "avg grad_x")
+
+
+def test_online_max_sum_keeps_nan_and_minus_inf_like_torch(tmp_path):
+    """The (max, sum of exp) reduction of softmax / cross-entropy in common.cuh, built for the
+    host: 32 lanes each fold a strided slice of the row, then combine in a butterfly, as the
+    kernels do. A NaN anywhere (also before any finite value) must make the row NaN."""
+    compiler = shutil.which("g++") or shutil.which("c++")
+    if compiler is None:
+        pytest.skip("no host C++ compiler to build kernels/cupy/common.cuh's MaxSum")
+    header = open(f"{_runtime.SOURCE_DIR}/common.cuh").read()
+    start = header.index("struct MaxSum")
+    end = header.index("__device__ __forceinline__ MaxSum warp_max_sum")
+    program = tmp_path / "maxsum.cpp"
+    program.write_text(
+        "#include <cmath>\n#include <cstdio>\n#include <cstdlib>\n"
+        "#define __device__\n#define __forceinline__ inline\n"
+        "static inline float neg_inf() { return -INFINITY; }\n" + header[start:end] +
+        "int main(int argc, char** argv) {\n"
+        "    MaxSum lane[32];\n"
+        "    for (int t = 0; t < 32; ++t) lane[t] = {neg_inf(), 0.0f};\n"
+        "    for (int i = 1; i < argc; ++i) lane[(i - 1) % 32] = max_sum_add(lane[(i - 1) % 32],"
+        " strtof(argv[i], nullptr));\n"
+        "    for (int mask = 16; mask > 0; mask >>= 1) {\n"
+        "        MaxSum next[32];\n"
+        "        for (int t = 0; t < 32; ++t) next[t] = max_sum_combine(lane[t], lane[t ^ mask]);\n"
+        "        for (int t = 0; t < 32; ++t) lane[t] = next[t];\n"
+        "    }\n"
+        "    std::printf(\"%.9g %.9g\\n\", lane[0].max, lane[0].sum);\n}\n")
+    exe = tmp_path / "maxsum"
+    subprocess.run([compiler, "-std=c++17", "-O0", "-o", str(exe), str(program)], check=True)
+
+    def reduce(row):
+        out = subprocess.run([str(exe), *map(repr, row)], capture_output=True, text=True,
+                             check=True).stdout.split()
+        return float(out[0]), float(out[1])
+
+    nan, inf = float("nan"), float("inf")
+    for row in ([nan, 1.0, 2.0, 3.0], [1.0] * 33 + [nan], [nan] + [-inf] * 40):
+        assert np.isnan(reduce(row)[1]), row  # torch's softmax of these rows is all NaN
+    assert reduce([-inf] * 5) == (-inf, 0.0)  # an all -inf row: sum 0, softmax NaN as torch
+    assert np.isnan(reduce([inf, 1.0, 2.0])[1])
+    row = [0.5, -inf, 2.0, 3.0] * 20
+    finite = np.array([v for v in row if v != -inf])
+    m, s = reduce(row)
+    assert m == 3.0 and abs(s - np.exp(finite - 3.0).sum()) < 1e-5 * s
+
+
+def test_grids_beyond_cuda_limits_are_refused_before_launch():
+    _runtime.check_grid("k", (2 ** 31 - 1, 65535, 1))
+    for grid in [(2 ** 31, 1, 1), (1, 65536, 1), (1, 1, 65536), (0,)]:
+        with pytest.raises(ValueError, match="grid dimension"):
+            _runtime.check_grid("k", grid)

@@ -149,10 +149,24 @@ def cupy_module():
     return cupy
 
 
+def check_grid(kernel: str, grid: Sequence[int]) -> None:
+    """CUDA's grid limits (x < 2^31, y and z <= 65535) as a clear error before any launch."""
+    limits = (2 ** 31 - 1, 65535, 65535)
+    for axis, (size, limit) in enumerate(zip(grid, limits)):
+        if not 0 < int(size) <= limit:
+            raise ValueError(f"{kernel}: grid dimension {'xyz'[axis]} = {size} is outside CUDA's "
+                             f"limit 1..{limit}; the tensor is too large for this kernel")
+
+
 @functools.lru_cache(maxsize=None)
 def raw_module(family: str):
     """``<family>.cu`` compiled once per process (NVRTC; CuPy also caches the binary on disk)."""
     cupy = cupy_module()
+    capability = int(cupy.cuda.Device().compute_capability)
+    if capability < 80:  # the bf16 conversions in common.cuh are sm_80+ PTX
+        raise RuntimeError(f"the cupy backend's kernels need a GPU of compute capability 8.0 or "
+                           f"newer (this one is {capability // 10}.{capability % 10}); use the "
+                           "triton or reference backend")
     with open(os.path.join(SOURCE_DIR, f"{family}.cu")) as f:
         code = f.read()
     return cupy.RawModule(code=code, options=("--std=c++17", f"-I{SOURCE_DIR}"))
@@ -161,6 +175,7 @@ def raw_module(family: str):
 def launch(family: str, kernel: str, device: torch.device, grid: Sequence[int],
            block: Sequence[int], args: Sequence[Any], shared_mem: int = 0) -> None:
     """Launch ``kernel`` of ``<family>.cu`` on torch's current stream of ``device``."""
+    check_grid(kernel, grid)
     cupy = cupy_module()
     function = raw_module(family).get_function(kernel)
     packed = tuple(_argument(a) for a in args)

@@ -72,15 +72,17 @@ struct MaxSum {
 
 __device__ __forceinline__ MaxSum max_sum_combine(MaxSum a, MaxSum b) {
     const float m = fmaxf(a.max, b.max);
-    // a side that saw only -inf (or nothing) contributes 0, not exp(-inf - -inf) = NaN
-    const float sa = a.max == neg_inf() ? 0.0f : a.sum * expf(a.max - m);
-    const float sb = b.max == neg_inf() ? 0.0f : b.sum * expf(b.max - m);
+    // A side that saw only -inf (or nothing) has sum exactly 0 and contributes 0, not
+    // exp(-inf - -inf) = NaN. Test the sum, not the max: a NaN seen before any finite value
+    // leaves max at -inf but sum NaN, and that NaN must survive (torch's row is all NaN).
+    const float sa = a.sum == 0.0f ? 0.0f : a.sum * expf(a.max - m);
+    const float sb = b.sum == 0.0f ? 0.0f : b.sum * expf(b.max - m);
     return {m, sa + sb};
 }
 
 __device__ __forceinline__ MaxSum max_sum_add(MaxSum s, float x) {
     if (x > s.max) {  // also handles the first finite element after -inf
-        const float scaled = s.max == neg_inf() ? 0.0f : s.sum * expf(s.max - x);
+        const float scaled = s.sum == 0.0f ? 0.0f : s.sum * expf(s.max - x);  // NaN survives
         // exp(x - x): 1, or NaN for x = +inf, where torch's exp(x - max) is NaN as well
         return {x, scaled + expf(x - x)};
     }

@@ -129,18 +129,18 @@ __device__ void pointwise_loss_backward_impl(const T* __restrict__ grad_loss,
 }
 
 #define DEFINE_LOSS_KERNELS(T, S)                                                              \
-    extern "C" __global__ void cross_entropy_forward_##S(                                      \
+    extern "C" __global__ void __launch_bounds__(1024) cross_entropy_forward_##S(                                      \
         const T* logits, const long long* target, float* row_loss, T* row_out, float* lse,     \
         int cols, long long ignore_index) {                                                    \
         cross_entropy_forward_impl<T>(logits, target, row_loss, row_out, lse, cols,            \
                                       ignore_index);                                           \
     }                                                                                          \
-    extern "C" __global__ void reduce_loss_##S(const float* values, long long n,               \
+    extern "C" __global__ void __launch_bounds__(1024) reduce_loss_##S(const float* values, long long n,               \
                                                const long long* target, long long ignore_index, \
                                                T* out, float* count_out, int mean) {           \
         reduce_loss_impl<T>(values, n, target, ignore_index, out, count_out, mean);            \
     }                                                                                          \
-    extern "C" __global__ void cross_entropy_backward_##S(                                     \
+    extern "C" __global__ void __launch_bounds__(1024) cross_entropy_backward_##S(                                     \
         const T* grad_loss, const T* logits, const long long* target, const float* lse,        \
         const float* count, T* grad_logits, int cols, long long ignore_index, int reduction) {  \
         cross_entropy_backward_impl<T>(grad_loss, logits, target, lse, count, grad_logits,     \

@@ -41,10 +41,10 @@ __device__ void softmax_backward_impl(const T* __restrict__ grad_y, const T* __r
 }
 
 #define DEFINE_SOFTMAX_KERNELS(T, S)                                                           \
-    extern "C" __global__ void softmax_forward_##S(const T* x, T* y, int cols, int log) {      \
+    extern "C" __global__ void __launch_bounds__(1024) softmax_forward_##S(const T* x, T* y, int cols, int log) {      \
         softmax_forward_impl<T>(x, y, cols, log);                                              \
     }                                                                                          \
-    extern "C" __global__ void softmax_backward_##S(const T* grad_y, const T* y, T* grad_x,    \
+    extern "C" __global__ void __launch_bounds__(1024) softmax_backward_##S(const T* grad_y, const T* y, T* grad_x,    \
                                                     int cols, int log) {                       \
         softmax_backward_impl<T>(grad_y, y, grad_x, cols, log);                                \
     }
