@@ -166,3 +166,15 @@ def kernel_signatures(fam: str) -> dict[str, list[str]]:
         else:
             signatures[name] = types
     return signatures
+
+
+def _cupy_gpu_problem() -> str | None:
+    if DEVICE != "cuda":
+        return "the cupy backend needs a CUDA GPU (run `make test-gpu` there)"
+    from gpudnn import backend
+    return backend._cupy_problem()
+
+
+CUPY_GPU_PROBLEM = _cupy_gpu_problem()
+# marks a test that runs the cupy backend's kernels on a GPU
+cupy_gpu = pytest.mark.skipif(CUPY_GPU_PROBLEM is not None, reason=CUPY_GPU_PROBLEM or "")

@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 import torch
 
-from helpers import DEVICE, kernel_signatures
+from helpers import cupy_gpu, kernel_signatures
 
 from gpudnn import backend
 from gpudnn.kernels.activations import NAMES, Activation
@@ -293,14 +293,7 @@ def test_launches_match_kernel_signatures(fam, name, make_args, dtype, recorded_
 
 # --- on a GPU: the cupy backend against the NumPy reference ---------------------------------------
 
-def _gpu_problem():
-    if DEVICE != "cuda":
-        return "the cupy backend needs a CUDA GPU (run `make test-gpu` there)"
-    return backend._cupy_problem()
-
-
-GPU_PROBLEM = _gpu_problem()
-gpu = pytest.mark.skipif(GPU_PROBLEM is not None, reason=GPU_PROBLEM or "")
+gpu = cupy_gpu  # a GPU test of the cupy backend: skipped, with the reason, elsewhere
 
 
 def cuda(*shape, dtype=torch.float32, seed=0):

@@ -24,7 +24,7 @@ import numpy as np
 import pytest
 import torch
 
-from helpers import DEVICE
+from helpers import cupy_gpu
 
 import gpudnn
 from gpudnn import backend
@@ -554,14 +554,7 @@ def test_emulated_lstm_cell_matches_reference(emulated):
 
 # --- on a GPU: the real kernels against the NumPy reference ---------------------------------------
 
-def _gpu_problem():
-    if DEVICE != "cuda":
-        return "the cupy backend needs a CUDA GPU (run `make test-gpu` there)"
-    return backend._cupy_problem()
-
-
-GPU_PROBLEM = _gpu_problem()
-gpu = pytest.mark.skipif(GPU_PROBLEM is not None, reason=GPU_PROBLEM or "")
+gpu = cupy_gpu  # a GPU test of the cupy backend: skipped, with the reason, elsewhere
 
 
 @pytest.fixture
