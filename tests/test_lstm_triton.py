@@ -222,3 +222,15 @@ def test_float64_is_refused_with_a_clear_error(backend, device):
     x = torch.randn(2, 1, 3, dtype=F64, device=device)
     with gpudnn.use_backend(backend), pytest.raises(TypeError, match="reference"):
         ours.double()(x)
+
+
+def test_batch_past_the_grid_limit_is_refused_before_any_work():
+    """The step kernels put batch blocks of 64 on grid axis 1 (at most 65535): a larger batch is
+    a clear ValueError before the input projection runs."""
+    from gpudnn.kernels.triton import lstm as triton_lstm
+    batch = 65535 * 64 + 1
+    x = torch.zeros(1, 1, 1).expand(1, batch, 1)  # no memory
+    h0 = torch.zeros(1, 1).expand(batch, 1)
+    w = torch.zeros(4, 1)
+    with pytest.raises(ValueError, match=r"dimension y = 65536 \(batch blocks\)"):
+        triton_lstm.lstm_layer_forward(x, h0, h0, w, w, None, None, False, True)

@@ -283,3 +283,56 @@ def test_triton_launcher_checks_arguments(device):
     with pytest.raises(ValueError, match="steps has 2 entries"):
         triton_optim.adam_step(params, params, params, params, None, [1, 2], 0.1, 0.9, 0.99,
                                1e-8, 0.0, False, False, False)
+
+
+@pytest.mark.parametrize("cls,kwargs", [
+    (gopt.SGD, dict(lr=1e39, momentum=0.5, dampening=0.25, weight_decay=1e-45)),
+    (gopt.Adam, dict(lr=1e-3, eps=1e-60, weight_decay=1e-50)),
+    (gopt.AdamW, dict(lr=1e39, betas=(0.9, 0.999), eps=1e-60, weight_decay=1e-41)),
+], ids=["SGD", "Adam", "AdamW"])
+def test_triton_float64_runs_hyperparameters_in_float64(cls, kwargs, device, monkeypatch):
+    """fp64 parameters: every hyper-parameter reaches the kernel in fp64. These values do not
+    survive fp32 (1e39 is inf, 1e-60 is 0, 1e-45 / 1e-41 are rounded subnormals); eps = 0 on a
+    zero gradient gives 0 / 0. Compiled, a Python float kernel argument is an fp32 scalar; the
+    interpreter keeps it a Python float, so on CPU the launches are also checked to pass none."""
+    name = "sgd_kernel" if cls is gopt.SGD else "adam_kernel"
+    kernel = getattr(triton_optim, name)
+    float_args = []
+
+    class FloatArgsSpy:
+        def __getitem__(self, grid):
+            def launch(*args, **kwargs):
+                float_args.extend(a for a in args if isinstance(a, float))
+                return kernel[grid](*args, **kwargs)
+            return launch
+    monkeypatch.setattr(triton_optim, name, FloatArgsSpy())
+    tensors = [torch.randn(BLOCK + 3, dtype=torch.float64, generator=torch.Generator()
+                           .manual_seed(5)).to(device)]
+
+    def run_twin(twin, backend):
+        params = [torch.nn.Parameter(t.clone()) for t in tensors]
+        opt = (TORCH_TWIN[cls] if twin else cls)(params, **kwargs)
+        for step in range(2):
+            grad = grads_like(params, step)[0]
+            grad[::3] = 0.0  # zero gradients: m = v = 0, the update is 0 / (0 + eps)
+            params[0].grad = grad
+            with gpudnn.use_backend(backend):
+                opt.step()
+        return params, opt
+
+    ours = run_twin(False, "triton")
+    assert not float_args, f"{name} got float scalars (fp32 when compiled): {float_args}"
+    assert torch.isfinite(ours[0][0]).all()
+    assert_same(*ours, *run_twin(True, "reference"), torch.float64, "triton fp64")
+
+
+def test_capturable_is_refused_and_the_launchers_refuse_a_capture(monkeypatch):
+    params = [torch.nn.Parameter(torch.randn(3))]
+    for cls in (gopt.Adam, gopt.AdamW):  # torch.optim.SGD has no capturable option
+        with pytest.raises(ValueError, match="capturable"):
+            cls(params, lr=0.1, capturable=True)
+    # the launchers check the current CUDA stream (a CUDA-only state: faked here)
+    monkeypatch.setattr(torch.cuda, "is_current_stream_capturing", lambda: True)
+    with pytest.raises(RuntimeError, match="CUDA graph"):
+        triton_optim._refuse_capture(torch.device("cuda"), "sgd_step")
+    triton_optim._refuse_capture(torch.device("cpu"), "sgd_step")  # CPU tensors: no capture

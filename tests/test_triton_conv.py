@@ -14,6 +14,7 @@ import gpudnn
 from gpudnn.activations import Activation
 from gpudnn.backend import launcher
 from gpudnn.kernels.alloc import poison_outputs
+from gpudnn.kernels.limits import check_grid
 from gpudnn.kernels.triton import conv as triton_conv
 from gpudnn.testing import assert_close
 from helpers import DEVICE
@@ -134,6 +135,26 @@ def test_refuses_tensors_past_int32_offsets():
     weight = torch.zeros(1, 2 ** 7, 1, 1)
     with pytest.raises(ValueError, match="2\\^31"):
         triton_conv.conv2d_forward(x, weight, None, (1, 1), (0, 0, 0, 0), (1, 1), 1, None)
+
+
+def test_refuses_grids_past_cuda_axis_limits():
+    """Grid axes 1 and 2 stop at 65535: groups (axis 2 of the GEMM) and groups x taps (axis 1 of
+    the weight gradient) past it are a clear ValueError before the launch (the interpreter would
+    run such a grid; the GPU would fail to launch it)."""
+    x = torch.zeros(1, 1, 1, 1).expand(1, 2 * 65536, 1, 1)  # no memory
+    weight = torch.zeros(1, 1, 1, 1).expand(65536, 2, 1, 1)
+    with pytest.raises(ValueError, match=r"dimension z = 65536 \(groups\)"):
+        triton_conv.conv2d_forward(x, weight, None, (1, 1), (0, 0, 0, 0), (1, 1), 65536, None)
+    groups = 8192  # forward fine (axis 2 = 8192), weight gradient: 8192 * 9 taps on axis 1
+    x = torch.zeros(1, 1, 1, 1).expand(1, 2 * groups, 3, 3)
+    weight = torch.zeros(1, 1, 1, 1).expand(groups, 2, 3, 3)
+    grad_y = torch.zeros(1, 1, 1, 1).expand(1, groups, 1, 1)
+    with pytest.raises(ValueError, match=r"dimension y = 73728 \(groups x kernel taps\)"):
+        triton_conv.conv2d_backward(grad_y, x, weight, None, (1, 1), (0, 0, 0, 0), (1, 1),
+                                    groups, None, (False, True, False))
+    assert check_grid("op", (2 ** 31 - 1, 65535, 65535), ("a", "b", "c"))
+    with pytest.raises(ValueError, match=r"dimension x = 2147483648 \(a\)"):
+        check_grid("op", (2 ** 31, 1, 1), ("a", "b", "c"))
 
 
 # (batch, Cin, H, W, Cout, kernel, stride, padding, output_padding, dilation, groups, act, cl)

@@ -323,6 +323,24 @@ def test_bce_stable_at_large_logits(device):
     close(loss, ref(r_loss.bce_with_logits_forward, x, target, "none"), "loss")
 
 
+@pytest.mark.parametrize("x,t", [(20.0, 1.0), (30.0, 1.0), (-20.0, 0.0), (-30.0, 0.0),
+                                 (20.0, 0.0), (-20.0, 1.0), (17.0, 1.0), (1e-3, 1.0)])
+def test_bce_tiny_losses_keep_their_relative_precision(device, x, t):
+    """log1p, not log(1 + e): at x = 20, t = 1 the loss is 2.06e-9, which log(1 + e) rounds to 0.
+    The float32 rtol with atol = 0: these losses are tiny by construction, so the table's atol
+    (meant for values of order 1) would accept 0 for them. Expected: the formula with float64
+    log1p (torch's float64 agrees at x = 20, 30; at x = -30, t = 0 it is itself 1% off)."""
+    xs = torch.tensor([x], device=device)
+    ts = torch.tensor([t], device=device)
+    loss = triton_run(t_loss.bce_with_logits_forward, xs, ts, "none")
+    expected = max(x, 0.0) - x * t + np.log1p(np.exp(-abs(x)))
+    assert_close(loss, np.array([expected]), F32, name=f"bce({x}, {t})", atol=0.0)
+    if x > 0:
+        torch64 = torch.nn.functional.binary_cross_entropy_with_logits(
+            xs.double().cpu(), ts.double().cpu(), reduction="none")
+        assert_close(loss, torch64, F32, name=f"bce({x}, {t}) vs torch", atol=0.0)
+
+
 # --- dropout ------------------------------------------------------------------------------------
 
 DROP_CASES = [((1,), "contiguous"), ((1025,), "contiguous"), ((2, 3, 4, 5), "channels_last"),
@@ -470,6 +488,134 @@ def test_int64_dense(device, monkeypatch):
     expected = ref(r_dense.dense_backward, grad_y, x, w, saved_ref, act, (True, True, True))
     for name, got, exp in zip(("grad_x", "grad_weight", "grad_bias"), grads, expected):
         close(got, exp, name)
+
+
+# --- 64-bit indexing, genuinely: the last programs of a grid past 2^31 elements ------------------
+#
+# Under the interpreter program_id(0) can be made to report offset + its real index, so a launch
+# of one program runs as program 2^20 + 1 (etc.) of a huge grid. Strides of 0 across the huge
+# dim and views 4096 elements into their buffers keep every address inside small tensors, also
+# the negative offsets a 32-bit start wraps to; the test sees those as writes before the view.
+
+needs_interpreter = pytest.mark.skipif(
+    DEVICE != "cpu", reason="program ids are forced through the Triton interpreter (CPU only)")
+
+
+@pytest.fixture
+def programs_from(monkeypatch):
+    """programs_from(offset): program_id(0) reports offset + its index from then on."""
+    from triton.runtime import interpreter
+    builder = interpreter.interpreter_builder
+    real = builder.create_get_program_id
+
+    def start(offset: int) -> None:
+        def program_id(axis):
+            handle = real(axis)
+            if axis == 0:
+                handle = interpreter.TensorHandle(handle.data + np.int32(offset), handle.dtype)
+            return handle
+        monkeypatch.setattr(builder, "create_get_program_id", program_id)
+    return start
+
+
+def _past(buffer: torch.Tensor, lead: int) -> torch.Tensor:
+    """The view of ``buffer`` that starts ``lead`` elements in."""
+    return buffer[lead:]
+
+
+@needs_interpreter
+def test_batch_norm_apply_as_a_late_program(programs_from):
+    block_e, pid, lead = 2048, 2 ** 20 + 1, 4096
+    start = pid * block_e                        # 2^31 + 2048: wraps in 32 bits
+    E, S = start + 1000, block_e                 # the program's first 1000 elements exist
+    x_buf, y_buf = rand((2 * lead,), "cpu"), torch.full((2 * lead,), float("nan"))
+    shift, mean_d, invstd = (torch.tensor([v]) for v in (0.25, -0.5, 1.5))
+    w, b = torch.tensor([2.0]), torch.tensor([-1.0])
+    programs_from(pid)
+    # x, y: [N, 1, S] with N = E / S rows that all alias one row (s_n = 0): element e at e % S
+    t_bn._bn_apply_kernel[(1, 1)](
+        _past(x_buf, lead), _past(y_buf, lead), w, b, shift, mean_d, invstd, 1, E, S,
+        0, 0, 1, 0, 0, 1, 0.0, HAS_W=True, HAS_B=True, CODE=0, BLOCK_E=block_e, BLOCK_C=1,
+        I64=True)
+    x = x_buf[lead:lead + 1000].double()
+    close(y_buf[lead:lead + 1000], (x - 0.25 + 0.5) * 1.5 * 2.0 - 1.0, "y")
+    assert y_buf[:lead].isnan().all(), "wrote before y: a 32-bit start wrapped"
+    assert y_buf[lead + 1000:].isnan().all(), "wrote past E"
+
+
+@needs_interpreter
+def test_batch_norm_stats_as_a_late_program(programs_from):
+    chunk, pid, lead = 2048, 2 ** 20 + 1, 4096
+    E, S = pid * chunk + 1000, chunk
+    x_buf = rand((2 * lead,), "cpu")
+    mean_part = torch.full((pid + 1, 1), float("nan"))
+    m2_part = torch.full((pid + 1, 1), float("nan"))
+    programs_from(pid)
+    t_bn._bn_stats_kernel[(1, 1)](_past(x_buf, lead), mean_part, m2_part, 1, E, S, 0, 0, 1,
+                                  chunk, BLOCK_E=chunk, BLOCK_C=1, I64=True)
+    d = x_buf[lead:lead + 1000].double() - x_buf[lead].double()
+    close(mean_part[pid], d.mean().reshape(1), "chunk mean")
+    close(m2_part[pid], ((d - d.mean()) ** 2).sum().reshape(1), "chunk M2", scale=30.0)
+    assert mean_part[:pid].isnan().all() and m2_part[:pid].isnan().all()
+
+
+def test_batch_norm_finish_counts_chunks_past_2_to_the_31(device):
+    """Chunk p holds min(chunk, E - p * chunk) elements; p * chunk = 2^31 must not wrap."""
+    chunk, E = 2 ** 30, 2 ** 31 + 5
+    means, m2s = torch.tensor([1.0, 3.0, 100.0]), torch.tensor([2.0, 4.0, 8.0])
+    counts = torch.tensor([chunk, chunk, 5], dtype=torch.float64)
+    x = torch.zeros(1, device=device)
+    outs = [torch.empty(1, device=device) for _ in range(4)]
+    t_bn._bn_finish_stats_kernel[(1,)](
+        x, means[:, None].to(device), m2s[:, None].to(device), x, x, *outs, 1, E, 1, 3, chunk,
+        0.1, 1e-5, TRAINING=True, UPDATE=False, BLOCK_C=t_bn.FINISH_BLOCK_C)
+    mean = (counts * means.double()).sum() / counts.sum()
+    m2 = (m2s.double() + counts * (means.double() - mean) ** 2).sum()
+    close(outs[0], mean.reshape(1), "mean")
+    close(outs[1], (1.0 / torch.sqrt(m2 / counts.sum() + 1e-5)).reshape(1), "invstd")
+
+
+@needs_interpreter
+def test_softmax_rows_as_a_late_program(programs_from):
+    """Rows 2^31 + 256 + [0, 256), of which the first 100 exist; row j (the inner index) holds
+    16 elements at j * 16, the outer dim has stride 0. ``row_indices`` is cross-entropy's too
+    (its lse output, indexed by row without a stride, cannot be kept small this way)."""
+    rows, R, pid, lead = 256, 16, 2 ** 23 + 1, 4096
+    n_rows = pid * rows + 100
+    x_buf, y_buf = rand((2 * lead,), "cpu"), torch.full((2 * lead,), float("nan"))
+    programs_from(pid)
+    t_soft._softmax_forward_kernel[(1,)](
+        _past(x_buf, lead), _past(y_buf, lead), n_rows, R, rows, 0, R, 1, 0, R, 1,
+        LOG=False, ONLINE=False, ROWS=rows, BLOCK_R=R, I64=True)
+    x = x_buf[lead:lead + 100 * R].double().reshape(100, R)
+    close(y_buf[lead:lead + 100 * R].reshape(100, R), torch.softmax(x, 1), "softmax")
+    assert y_buf[:lead].isnan().all(), "wrote before y: a 32-bit row index wrapped"
+    assert y_buf[lead + 100 * R:].isnan().all(), "wrote rows past n_rows"
+
+
+def test_cross_entropy_int64_decision_sees_every_row_indexed_tensor(device, monkeypatch):
+    """The target (and the per-row loss / gradient) are indexed by row with their own strides:
+    their spans count in the int32 / int64 decision, forward and backward."""
+    seen = []
+    real = t_loss._ce_i64
+    monkeypatch.setattr(t_loss, "_ce_i64", lambda *ts: seen.append(ts) or real(*ts))
+    logits = rand((5, 3), device)
+    target = torch.arange(10, device=device)[::2] % 3  # stride 2
+    loss, lse = triton_run(t_loss.cross_entropy_forward, logits, target, -100, "none")
+    grad_loss = torch.ones(10, device=device)[::2]
+    triton_run(t_loss.cross_entropy_backward, grad_loss, logits, target, lse, -100, "none")
+    assert len(seen) == 2
+    for tensors in seen:
+        assert any(t is target for t in tensors), "the target's span is not counted"
+    assert any(t is loss for t in seen[0]) and any(t is grad_loss for t in seen[1])
+
+    class Huge:  # a [3] tensor with stride 2^30: span 2^31
+        shape, dtype = (3,), torch.int64
+
+        @staticmethod
+        def stride():
+            return (2 ** 30,)
+    assert not real(logits) and real(logits, Huge())
 
 
 # --- through the autograd Functions with the triton backend -------------------------------------

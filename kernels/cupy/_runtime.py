@@ -21,6 +21,8 @@ from typing import Any, Sequence
 import numpy as np
 import torch
 
+from ..limits import check_grid
+
 SOURCE_DIR = os.path.dirname(os.path.abspath(__file__))
 # torch dtype -> suffix of the extern "C" kernels (FOR_EACH_STORAGE_TYPE in common.cuh)
 SUFFIX = {torch.float32: "f32", torch.float16: "f16", torch.bfloat16: "bf16"}
@@ -149,15 +151,6 @@ def cupy_module():
     return cupy
 
 
-def check_grid(kernel: str, grid: Sequence[int]) -> None:
-    """CUDA's grid limits (x < 2^31, y and z <= 65535) as a clear error before any launch."""
-    limits = (2 ** 31 - 1, 65535, 65535)
-    for axis, (size, limit) in enumerate(zip(grid, limits)):
-        if not 0 < int(size) <= limit:
-            raise ValueError(f"{kernel}: grid dimension {'xyz'[axis]} = {size} is outside CUDA's "
-                             f"limit 1..{limit}; the tensor is too large for this kernel")
-
-
 @functools.lru_cache(maxsize=None)
 def raw_module(family: str):
     """``<family>.cu`` compiled once per process (NVRTC; CuPy also caches the binary on disk)."""
@@ -175,7 +168,7 @@ def raw_module(family: str):
 def launch(family: str, kernel: str, device: torch.device, grid: Sequence[int],
            block: Sequence[int], args: Sequence[Any], shared_mem: int = 0) -> None:
     """Launch ``kernel`` of ``<family>.cu`` on torch's current stream of ``device``."""
-    check_grid(kernel, grid)
+    check_grid(kernel, grid, allow_empty=False)
     cupy = cupy_module()
     function = raw_module(family).get_function(kernel)
     packed = tuple(_argument(a) for a in args)

@@ -16,12 +16,15 @@ grad_bias), (3) one kernel for dx.
 """
 from __future__ import annotations
 
+import dataclasses
+
 import torch
 import triton
 import triton.language as tl
 
 from .. import alloc
 from ..activations import NAMES, Activation, code_of, param_of
+from ..limits import check_grid
 from . import _pointwise
 from ._pointwise import INT32_LIMIT
 from .activations import activation_grad_from_preact, apply_activation
@@ -34,13 +37,24 @@ FINISH_BLOCK_C = 128
 
 
 @triton.jit
+def _axis0_start(size, I64: tl.constexpr):
+    """program_id(0) * size, multiplied in 64 bits when I64: past 2^31 elements a 32-bit product
+    wraps to a negative start that the ``e < E`` masks let through."""
+    pid = tl.program_id(0)
+    if I64:
+        pid = pid.to(tl.int64)
+    return pid * size
+
+
+@triton.jit
 def _offsets(e_start, c, S, s_n, s_c, s_s, BLOCK_E: tl.constexpr, I64: tl.constexpr):
     """Element indices e = e_start + [0, BLOCK_E) (e = n * S + s) and the offsets
     [BLOCK_E, BLOCK_C] of elements (e, c) in an [N, C, S] view with strides (s_n, s_c, s_s)."""
-    e = e_start + tl.arange(0, BLOCK_E)
-    if I64:
+    e = tl.arange(0, BLOCK_E)
+    if I64:  # widen before adding: e_start may already be past int32
         e = e.to(tl.int64)
         c = c.to(tl.int64)
+    e = e_start + e
     offs = ((e // S) * s_n + (e % S) * s_s)[:, None] + (c * s_c)[None, :]
     return e, offs
 
@@ -61,7 +75,7 @@ def _bn_stats_kernel(x_ptr, mean_part_ptr, m2_part_ptr, C, E, S, s_n, s_c, s_s, 
     n_acc = tl.zeros([BLOCK_C], tl.float32)
     mean_acc = tl.zeros([BLOCK_C], tl.float32)
     m2_acc = tl.zeros([BLOCK_C], tl.float32)
-    start = p * chunk
+    start = _axis0_start(chunk, I64)
     stop = tl.minimum(start + chunk, E)
     for block_start in range(start, stop, BLOCK_E):
         e, offs = _offsets(block_start, c, S, s_n, s_c, s_s, BLOCK_E, I64)
@@ -101,8 +115,10 @@ def _bn_finish_stats_kernel(x_ptr, mean_part_ptr, m2_part_ptr, rm_ptr, rv_ptr, m
         n_acc = tl.zeros([BLOCK_C], tl.float32)
         mean_acc = tl.zeros([BLOCK_C], tl.float32)
         m2_acc = tl.zeros([BLOCK_C], tl.float32)
+        left = E.to(tl.int64)  # elements of chunks p.. (p * chunk itself can pass int32)
         for p in range(0, P):
-            n_b = tl.minimum(chunk, E - p * chunk).to(tl.float32)
+            n_b = tl.minimum(chunk, left).to(tl.float32)
+            left -= chunk
             mean_b = tl.load(mean_part_ptr + p * C + c, mask=c_ok, other=0.0)
             m2_b = tl.load(m2_part_ptr + p * C + c, mask=c_ok, other=0.0)
             n_new = n_acc + n_b
@@ -144,8 +160,9 @@ def _bn_apply_kernel(x_ptr, y_ptr, w_ptr, b_ptr, shift_ptr, mean_d_ptr, invstd_p
     """
     c = tl.program_id(1) * BLOCK_C + tl.arange(0, BLOCK_C)
     c_ok = c < C
-    e, x_offs = _offsets(tl.program_id(0) * BLOCK_E, c, S, sx_n, sx_c, sx_s, BLOCK_E, I64)
-    e, y_offs = _offsets(tl.program_id(0) * BLOCK_E, c, S, sy_n, sy_c, sy_s, BLOCK_E, I64)
+    e_start = _axis0_start(BLOCK_E, I64)
+    e, x_offs = _offsets(e_start, c, S, sx_n, sx_c, sx_s, BLOCK_E, I64)
+    e, y_offs = _offsets(e_start, c, S, sy_n, sy_c, sy_s, BLOCK_E, I64)
     mask = (e < E)[:, None] & c_ok[None, :]
     shift = tl.load(shift_ptr + c, mask=c_ok, other=0.0)
     mean_d = tl.load(mean_d_ptr + c, mask=c_ok, other=0.0)
@@ -186,7 +203,7 @@ def _bn_grad_reduce_kernel(dy_ptr, x_ptr, w_ptr, b_ptr, mean_ptr, invstd_ptr, pa
     sum_dz = tl.zeros([BLOCK_E, BLOCK_C], tl.float32)
     sum_dzd = tl.zeros([BLOCK_E, BLOCK_C], tl.float32)
     sum_d = tl.zeros([BLOCK_E, BLOCK_C], tl.float32)
-    start = p * chunk
+    start = _axis0_start(chunk, I64)
     stop = tl.minimum(start + chunk, E)
     for block_start in range(start, stop, BLOCK_E):
         e, x_offs = _offsets(block_start, c, S, sx_n, sx_c, sx_s, BLOCK_E, I64)
@@ -257,7 +274,7 @@ def _bn_grad_input_kernel(dy_ptr, x_ptr, dx_ptr, w_ptr, b_ptr, mean_ptr, invstd_
     """
     c = tl.program_id(1) * BLOCK_C + tl.arange(0, BLOCK_C)
     c_ok = c < C
-    e_start = tl.program_id(0) * BLOCK_E
+    e_start = _axis0_start(BLOCK_E, I64)
     e, x_offs = _offsets(e_start, c, S, sx_n, sx_c, sx_s, BLOCK_E, I64)
     e, d_offs = _offsets(e_start, c, S, sd_n, sd_c, sd_s, BLOCK_E, I64)
     e, o_offs = _offsets(e_start, c, S, so_n, so_c, so_s, BLOCK_E, I64)
@@ -319,9 +336,7 @@ def _blocks(C: int, s_c: int) -> tuple[int, int]:
         block_c = 4 if C <= 4 else 32
     else:
         block_c = 1
-    if triton.cdiv(C, block_c) > 65535:  # channel blocks run on grid axis 1
-        raise ValueError(f"batch_norm (triton): {C} channels in this layout exceed the "
-                         f"{65535 * block_c} a launch grid can cover")
+    check_grid("batch_norm (triton)", (1, triton.cdiv(C, block_c)), ("", "channel blocks"))
     return TILE // block_c, block_c
 
 
@@ -332,9 +347,11 @@ def _chunks(E: int, C: int, block_e: int, block_c: int) -> tuple[int, int]:
     return triton.cdiv(E, chunk), chunk
 
 
-def _i64(*tensors: torch.Tensor) -> bool:
+def _i64(E: int, *tensors: torch.Tensor) -> bool:
+    """Whether element indices (up to E, which stride-0 views can make larger than any span) or
+    offsets in ``tensors`` may pass int32."""
     span = max(sum((n - 1) * abs(st) for n, st in zip(t.shape, t.stride())) for t in tensors)
-    return span + TILE * 64 > INT32_LIMIT
+    return max(span, E) + TILE * 64 > INT32_LIMIT
 
 
 def _check(x: torch.Tensor, **per_channel: torch.Tensor | None) -> None:
@@ -371,7 +388,7 @@ def batch_norm_forward(x, weight, bias, running_mean, running_var, training: boo
         return y, mean, invstd
     block_e, block_c = _blocks(C, sx_c)
     n_cblocks = triton.cdiv(C, block_c)
-    i64 = _i64(x, y)
+    i64 = _i64(E, x, y)
     shift = alloc.empty((C,), dtype=torch.float32, device=dev)
     mean_d = alloc.empty((C,), dtype=torch.float32, device=dev)
     update = training and running_mean is not None and running_var is not None
@@ -427,7 +444,7 @@ def batch_norm_backward(grad_y, x, weight, bias, mean, invstd, act: Activation |
     grad_y, (sd_n, sd_c, sd_s) = _as_view3(grad_y)
     block_e, block_c = _blocks(C, sx_c)
     n_cblocks = triton.cdiv(C, block_c)
-    i64 = _i64(x, grad_y)
+    i64 = _i64(E, x, grad_y)
     w_arg = weight if weight is not None else mean
     b_arg = bias if bias is not None else mean
     code, param = code_of(act), param_of(act)
@@ -451,7 +468,7 @@ def batch_norm_backward(grad_y, x, weight, bias, mean, invstd, act: Activation |
             grad_y, x, gx_v, w_arg, b_arg, mean, invstd, stats, C, E, S, sd_n, sd_c, sd_s,
             sx_n, sx_c, sx_s, so_n, so_c, so_s, param, HAS_W=weight is not None,
             HAS_B=bias is not None, CODE=code, TRAINING=training, BLOCK_E=block_e,
-            BLOCK_C=block_c, I64=i64 or _i64(gx_v), num_warps=NUM_WARPS)
+            BLOCK_C=block_c, I64=i64 or _i64(E, gx_v), num_warps=NUM_WARPS)
         if gx_v is not gx:
             gx.copy_(gx_v)
     return gx, gw, gb
@@ -460,7 +477,8 @@ def batch_norm_backward(grad_y, x, weight, bias, mean, invstd, act: Activation |
 def aot_configs() -> list[AOTConfig]:
     """Every (BLOCK_E, BLOCK_C) of ``_blocks`` for every kernel, fp32 / fp16 / bf16 inputs (fp32
     statistics), with gelu_tanh where an activation is fused (the heaviest; the other codes
-    differ in constexpr arithmetic only) and the plain forward and dx kernels in fp32.
+    differ in constexpr arithmetic only) and the plain forward and dx kernels in fp32; the
+    64-bit index variants (I64) of the fp32 one-channel tile.
     CI's selection (see _pointwise.aot_all) leaves out fp16."""
     gelu = NAMES.index("gelu_tanh") + 1
     configs = []
@@ -524,4 +542,10 @@ def aot_configs() -> list[AOTConfig]:
                                       BLOCK_C=FINISH_BLOCK_C),
                                  num_warps=NUM_WARPS, num_stages=1, dtype="fp32",
                                  label=f"grad finish {'train' if training else 'eval'}"))
+    # the 64-bit index paths (tensors past 2^31 elements): every kernel that has one, fp32,
+    # the one-channel tile with gelu_tanh
+    configs += [dataclasses.replace(c, constexprs=dict(c.constexprs, I64=True),
+                                    label=f"{c.label} i64")
+                for c in configs if c.dtype == "fp32" and c.constexprs.get("BLOCK_C") == 1
+                and c.constexprs.get("CODE", gelu) == gelu]
     return _pointwise.select(configs, lambda c: c.dtype != "fp16")

@@ -27,7 +27,8 @@ import triton
 import triton.language as tl
 
 from .. import alloc
-from ..activations import Activation, NAMES, code_of, param_of
+from ..limits import check_grid
+from ..activations import Activation, code_of, param_of
 from ._spatial import empty_4d, nhwc, signature, source_coords, strides4, suggests_channels_last
 from .activations import activation_grad, apply_activation
 from .aot import AOTConfig
@@ -390,6 +391,8 @@ def _precision(dtype: torch.dtype) -> str:
 # shared launch helpers
 # ---------------------------------------------------------------------------------------------
 
+
+
 def _act_flags(act: Activation | None) -> tuple[int, float, bool]:
     """(constexpr code, parameter, whether backward's saved tensor is the pre-activation)."""
     return code_of(act), param_of(act), act is not None and not act.from_output
@@ -409,8 +412,9 @@ def _gemm(src, src_saved, weight, w_strides, bias, dst, z, groups, kernel_hw, st
     block_m, block_n, block_k, warps = _gemm_tile(dst_g, src_g, src.dtype, precision)
     phases = stride if transposed else (1, 1)
     rows_per_phase = batch * triton.cdiv(dst_h, phases[0]) * triton.cdiv(dst_w, phases[1])
-    grid = (phases[0] * phases[1] * triton.cdiv(rows_per_phase, block_m),
-            triton.cdiv(dst_g, block_n), groups)
+    grid = check_grid("conv", (phases[0] * phases[1] * triton.cdiv(rows_per_phase, block_m),
+                               triton.cdiv(dst_g, block_n), groups),
+                      ("pixel blocks", "output-channel blocks per group", "groups"))
     _conv_gemm_kernel[grid](
         src, src if src_saved is None else src_saved, weight, dst if bias is None else bias,
         dst, dst if z is None else z, param,
@@ -438,7 +442,8 @@ def _wgrad(a, b, saved, act_on_b: bool, groups, kernel_hw, stride, pad, dil,
     tiles = triton.cdiv(a_g, block_m) * triton.cdiv(b_g, block_n)
     splits, per_split = _split(num_pix, tiles * groups * kh * kw, block_k)
     out = alloc.empty((splits, a_c, b_g, kh, kw), dtype=torch.float32, device=a.device)
-    grid = (tiles, groups * kh * kw, splits)
+    grid = check_grid("conv weight gradient", (tiles, groups * kh * kw, splits),
+                      ("channel tiles", "groups x kernel taps", "pixel splits"))
     _conv_wgrad_kernel[grid](
         a, b, a if saved is None else saved, out, param,
         batch, a_h, a_w, b_h, b_w, a_g, b_g, kh, kw, groups, per_split,
@@ -459,7 +464,8 @@ def _bias_grad(grad, saved, act: Activation | None) -> torch.Tensor:
     tiles = triton.cdiv(c, block_c)
     splits, per_split = _split(num_pix, tiles, block_p)
     out = alloc.empty((splits, c), dtype=torch.float32, device=grad.device)
-    _channel_sum_kernel[(tiles, splits)](
+    grid = check_grid("conv bias gradient", (tiles, splits), ("channel blocks", "pixel splits"))
+    _channel_sum_kernel[grid](
         grad, grad if saved is None else saved, out, param, batch, h, w, c, per_split,
         *strides4(grad), ACT=code if saved is not None else 0, BLOCK_P=block_p,
         BLOCK_C=block_c, num_warps=4)
@@ -475,7 +481,8 @@ def _depthwise(src, src_saved, weight, bias, dst, z, mult, kernel_hw, stride, pa
         return
     code, param, _ = _act_flags(act)
     block_p, block_c = _depthwise_tile(dst_c)
-    grid = (triton.cdiv(num_p, block_p), triton.cdiv(dst_c, block_c))
+    grid = check_grid("depthwise conv", (triton.cdiv(num_p, block_p), triton.cdiv(dst_c, block_c)),
+                      ("pixel blocks", "channel blocks"))
     _depthwise_kernel[grid](
         src, src if src_saved is None else src_saved, weight, dst if bias is None else bias,
         dst, dst if z is None else z, param,
@@ -501,7 +508,9 @@ def _depthwise_wgrad(dy, saved, x, mult, kernel_hw, stride, pad, dil,
     tiles = triton.cdiv(c_out, block_c)
     splits, per_split = _split(num_pix, tiles * kh * kw, block_p)
     out = alloc.empty((splits, c_out, kh * kw), dtype=torch.float32, device=dy.device)
-    _depthwise_wgrad_kernel[(tiles, kh * kw, splits)](
+    grid = check_grid("depthwise conv weight gradient", (tiles, kh * kw, splits),
+                      ("channel blocks", "kernel taps", "pixel splits"))
+    _depthwise_wgrad_kernel[grid](
         dy, dy if saved is None else saved, x, out, param,
         batch, dy_h, dy_w, x_h, x_w, c_out, mult, kh, kw, per_split,
         *strides4(dy), *strides4(x), stride[0], stride[1], pad[0], pad[1], dil[0], dil[1],

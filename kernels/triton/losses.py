@@ -8,6 +8,8 @@ Targets outside [0, C) that are not ignore_index give a NaN loss (a GPU kernel c
 """
 from __future__ import annotations
 
+import dataclasses
+
 import torch
 import triton
 import triton.language as tl
@@ -16,7 +18,7 @@ from .. import alloc
 from . import _pointwise
 from ._pointwise import INT32_LIMIT
 from .aot import AOTConfig
-from .softmax import online_max_sum
+from .softmax import online_max_sum, row_indices
 
 CE_TILE = 4096
 CE_MIN_BLOCK = 16
@@ -37,10 +39,8 @@ def _ce_grad_warps(rows: int) -> int:
 
 @triton.jit
 def _ce_rows(N, ROWS: tl.constexpr, I64: tl.constexpr):
-    """This program's ROWS row indices and which of them exist."""
-    rows = tl.program_id(0) * ROWS + tl.arange(0, ROWS)
-    if I64:
-        rows = rows.to(tl.int64)
+    """This program's ROWS row indices (see ``row_indices``) and which of them exist."""
+    rows = row_indices(ROWS, I64)
     return rows, rows < N
 
 
@@ -143,6 +143,8 @@ def _ce_shape(C: int) -> tuple[int, int, bool]:
 
 
 def _ce_i64(*tensors: torch.Tensor) -> bool:
+    """Whether offsets into any of ``tensors`` (logits, target, per-row loss / grad, dx: every
+    tensor the row kernels index by row) may pass int32."""
     span = max(sum((n - 1) * abs(st) for n, st in zip(t.shape, t.stride())) for t in tensors)
     return span + CE_TILE > INT32_LIMIT
 
@@ -173,7 +175,8 @@ def _ce_partials(logits, target, ignore_index, reduce):
         _ce_forward_kernel[(n_prog,)](
             logits, target, loss, lse, cnt, N, C, logits.stride(0), logits.stride(1),
             target.stride(0), loss.stride(0), int(ignore_index), REDUCE=reduce, ONLINE=online,
-            ROWS=rows, BLOCK_C=block, I64=_ce_i64(logits), num_warps=NUM_WARPS)
+            ROWS=rows, BLOCK_C=block, I64=_ce_i64(logits, target, loss, lse),
+            num_warps=NUM_WARPS)
     return loss, lse, cnt, n_prog
 
 
@@ -214,8 +217,8 @@ def cross_entropy_backward(grad_loss: torch.Tensor, logits: torch.Tensor, target
     _ce_backward_kernel[(n_prog,)](
         g, logits, target, lse, dx, N, C, logits.stride(0), logits.stride(1), target.stride(0),
         grad_loss.stride(0) if per_row else 0, dx.stride(0), dx.stride(1), int(ignore_index),
-        PER_ROW=per_row, ONLINE=online, ROWS=rows, BLOCK_C=block, I64=_ce_i64(logits, dx),
-        num_warps=_ce_grad_warps(rows))
+        PER_ROW=per_row, ONLINE=online, ROWS=rows, BLOCK_C=block,
+        I64=_ce_i64(logits, target, dx, lse, grad_loss), num_warps=_ce_grad_warps(rows))
     return dx
 
 
@@ -233,6 +236,15 @@ def _ce_count_kernel(t_ptr, cnt_ptr, N, s_t, ignore_index, ROWS: tl.constexpr):
 # --- BCE with logits and MSE: elementwise, with an optional reduction ----------------------------
 
 BCE, MSE = 0, 1
+
+
+@triton.jit
+def _log1p(e):
+    """log(1 + e) for e >= 0, accurate where 1 + e rounds (log(1 + e) would give 0 for
+    e < 2^-24, i.e. |x| > 16.6 in BCE): log(u) corrected by the rounding error of u = 1 + e,
+    ((u - 1) - e) / u (Goldberg); plain tl ops, so the interpreter runs the same formula."""
+    u = 1.0 + e
+    return tl.log(u) - ((u - 1.0) - e) / u
 
 
 @triton.jit
@@ -259,8 +271,8 @@ def _pointwise_loss_kernel(x_ptr, t_ptr, out_ptr, numel, s1, s2, s3, s4, s5,
         off_o = _pointwise.strided_offset(i, s1, s2, s3, s4, s5, o0, o1, o2, o3, o4, o5)
     x = tl.load(x_ptr + off_x, mask=mask, other=0.0).to(tl.float32)
     t = tl.load(t_ptr + off_t, mask=mask, other=0.0).to(tl.float32)
-    if KIND == 0:  # max(x, 0) - x t + log(1 + exp(-|x|)): no overflow for any x
-        loss = tl.maximum(x, 0.0) - x * t + tl.log(1.0 + tl.exp(-tl.abs(x)))
+    if KIND == 0:  # max(x, 0) - x t + log1p(exp(-|x|)): no overflow for any x
+        loss = tl.maximum(x, 0.0) - x * t + _log1p(tl.exp(-tl.abs(x)))
     else:
         loss = (x - t) * (x - t)
     if REDUCE:
@@ -381,7 +393,7 @@ def _loss_backward(kind: int, op: str, grad_loss: torch.Tensor, x: torch.Tensor,
 
 
 def bce_with_logits_forward(x: torch.Tensor, target: torch.Tensor, reduction: str) -> torch.Tensor:
-    """max(x, 0) - x t + log(1 + exp(-|x|)), elementwise or reduced ("mean", "sum")."""
+    """max(x, 0) - x t + log1p(exp(-|x|)), elementwise or reduced ("mean", "sum")."""
     return _loss_forward(BCE, "binary_cross_entropy_with_logits", x, target, reduction)
 
 
@@ -407,7 +419,7 @@ def aot_configs() -> list[AOTConfig]:
     finishing and counting kernels; fp32 / fp16 / bf16. CI's selection (see _pointwise.aot_all):
     fp32 cross-entropy (both reductions) at block widths 16, 64, 128, 256, 4096 and online, bf16
     at 4096 and online; every BCE / MSE form in fp32 and the flat ones in bf16; fp32 and bf16
-    finishing kernels."""
+    finishing kernels; the 64-bit index variants (I64) of fp32 cross-entropy at 4096."""
     shapes = []
     block = CE_MIN_BLOCK
     while block <= CE_MAX_BLOCK:
@@ -488,6 +500,16 @@ def aot_configs() -> list[AOTConfig]:
                                  num_warps=NUM_WARPS, num_stages=1, dtype="i64",
                                  label=f"ce count {rows} rows"))
 
+    # the 64-bit index paths: fp32 cross-entropy at the largest single block
+    configs += [dataclasses.replace(c, constexprs=dict(c.constexprs, I64=True),
+                                    label=f"{c.label} i64",
+                                    spill_reason="64-bit row offsets, only for logits past 2^31 "
+                                                 "elements: a couple of spills (the reduced "
+                                                 "backward) are noise next to reading 8 GiB")
+                for c in configs if c.kernel in (_ce_forward_kernel, _ce_backward_kernel)
+                and c.dtype == "fp32" and c.constexprs["BLOCK_C"] == CE_MAX_BLOCK
+                and not c.constexprs["ONLINE"]]
+
     def keep(c):
         k = c.constexprs
         if c.kernel is _ce_count_kernel:
@@ -495,7 +517,6 @@ def aot_configs() -> list[AOTConfig]:
         if c.dtype == "fp16":
             return False
         if c.kernel in (_ce_forward_kernel, _ce_backward_kernel):
-            reduced = k.get("REDUCE", not k.get("PER_ROW", False))
             largest = k["BLOCK_C"] == CE_MAX_BLOCK
             if c.dtype == "fp32":
                 return largest or k["BLOCK_C"] in (CE_MIN_BLOCK, 64, 128, 256)

@@ -26,6 +26,7 @@ import triton.language as tl
 from .. import alloc
 from .activations import SIGMOID, TANH, apply_activation
 from .aot import AOTConfig
+from ..limits import check_grid
 from .dense import dense_backward, dense_forward
 
 _SIGMOID = tl.constexpr(SIGMOID)
@@ -202,6 +203,14 @@ def _step_config(batch: int, hidden: int, dtype: torch.dtype) -> dict:
     return dict(BLOCK_B=block_b, BLOCK_H=16, BLOCK_K=block_k, num_warps=4, num_stages=2)
 
 
+def _step_grid(cfg: dict, batch: int, hidden: int) -> tuple[int, int]:
+    """The step kernels' grid (hidden blocks, batch blocks), refused before any work when the
+    batch blocks pass CUDA's grid-axis-1 limit."""
+    return check_grid("lstm", (triton.cdiv(hidden, cfg["BLOCK_H"]),
+                               triton.cdiv(batch, cfg["BLOCK_B"])),
+                      ("hidden blocks", "batch blocks"))
+
+
 def _check_dtype(x: torch.Tensor) -> None:
     if x.dtype not in _DTYPES:
         raise TypeError(f"the triton LSTM runs float32, float16 and bfloat16 tensors, got "
@@ -232,10 +241,10 @@ def _forward(x, h0, c0, w_ih, w_hh, b_ih, b_hh, reverse, save, y):
         if save else None
     if batch == 0 or hidden == 0:
         return cells, gates
+    cfg = _step_config(batch, hidden, x.dtype)
+    grid = _step_grid(cfg, batch, hidden)
     x_proj = _input_projection(x.reshape(steps * batch, input_size), w_ih, b_ih, b_hh)
     x_proj = x_proj.view(steps, batch, 4 * hidden)
-    cfg = _step_config(batch, hidden, x.dtype)
-    grid = (triton.cdiv(hidden, cfg["BLOCK_H"]), triton.cdiv(batch, cfg["BLOCK_B"]))
     h_prev, c_prev = h0, _float_contiguous(c0)
     for t in (range(steps - 1, -1, -1) if reverse else range(steps)):
         _lstm_step_forward_kernel[grid](
@@ -259,7 +268,7 @@ def _backward(grad_y, grad_h_n, grad_c_n, x, h0, c0, w_ih, w_hh, y, saved, rever
     order = list(range(steps)) if reverse else list(range(steps - 1, -1, -1))
     if batch and hidden:
         cfg = _step_config(batch, hidden, dtype)
-        grid = (triton.cdiv(hidden, cfg["BLOCK_H"]), triton.cdiv(batch, cfg["BLOCK_B"]))
+        grid = _step_grid(cfg, batch, hidden)
         c0_float = _float_contiguous(c0)
         grad_h_n_or_y = grad_h_n if grad_h_n is not None else grad_y[0]
         for k, t in enumerate(order):

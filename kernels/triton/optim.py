@@ -10,7 +10,15 @@ a per-tensor flag) and a *chunk table* (int64 ``[C, 2]``: tensor index, first el
 interpreter (the interpreter reads raw host addresses of CPU tensors), so there is one design for
 both. Full chunks run unmasked, only a tensor's last chunk is masked, so the loads vectorize even
 though element counts come from memory. fp16/bf16 parameters are loaded, updated in fp32 and
-stored back (state stays in the parameter's dtype, as torch keeps it); fp64 runs in fp64.
+stored back (state stays in the parameter's dtype, as torch keeps it); fp64 runs in fp64: every
+hyper-parameter reaches the kernel through an fp64 *scalar table* (a float passed as a kernel
+argument would be an fp32 scalar, rounding an fp64 parameter's lr, eps, betas or weight decay)
+and is cast to the accumulation type there.
+
+Not CUDA-graph capturable: every step uploads its scalar table (and, when they change, the tensor
+tables) from a temporary pinned host buffer, and the tables hold this step's raw addresses; a
+replayed graph would reuse stale values. The launchers refuse to run while the current CUDA
+stream is capturing, and ``gpudnn.optim`` refuses ``capturable=True``.
 
 The flat view needs each parameter's tensors to share one dense layout and 16-byte alignment
 (true of ordinary parameters, gradients and ``zeros_like`` state). A tensor that is not (a strided
@@ -34,6 +42,8 @@ BLOCK = 1024
 NUM_WARPS = 4
 ROW = 8  # tensor-table columns
 PARAM, GRAD, STATE0, STATE1, STATE2, NUMEL, FLAG = range(7)
+SGD_SCALARS = tl.constexpr(5)   # fp64 scalar table entries of sgd_kernel
+ADAM_SCALARS = tl.constexpr(7)  # adam_kernel's hyper-parameters, ahead of its per-tensor pairs
 
 _TL_DTYPES = {torch.float32: tl.float32, torch.float16: tl.float16,
               torch.bfloat16: tl.bfloat16, torch.float64: tl.float64}
@@ -91,14 +101,19 @@ def _sgd_block(param_ptr, grad_ptr, buf_ptr, offs, numel, fresh, lr, weight_deca
 
 
 @triton.jit
-def sgd_kernel(table_ptr, chunks_ptr, lr, weight_decay, momentum, dampening, grad_sign,
-               DTYPE: tl.constexpr, ACC: tl.constexpr, HAS_MOMENTUM: tl.constexpr,
-               NESTEROV: tl.constexpr, BLOCK: tl.constexpr):
+def sgd_kernel(table_ptr, chunks_ptr, scalars_ptr, DTYPE: tl.constexpr, ACC: tl.constexpr,
+               HAS_MOMENTUM: tl.constexpr, NESTEROV: tl.constexpr, BLOCK: tl.constexpr):
     """SGD on one chunk of one tensor.
 
     table_ptr: int64 [T, 8] (param, grad, momentum buffer addresses, -, -, numel, fresh flag);
-    chunks_ptr: int64 [C, 2] (tensor index, first element); grid (C,).
+    chunks_ptr: int64 [C, 2] (tensor index, first element); scalars_ptr: fp64 [SGD_SCALARS]
+    (lr, weight_decay, momentum, dampening, grad_sign); grid (C,).
     """
+    lr = tl.load(scalars_ptr + 0).to(ACC)
+    weight_decay = tl.load(scalars_ptr + 1).to(ACC)
+    momentum = tl.load(scalars_ptr + 2).to(ACC)
+    dampening = tl.load(scalars_ptr + 3).to(ACC)
+    grad_sign = tl.load(scalars_ptr + 4).to(ACC)
     chunk = tl.program_id(0)
     row = table_ptr + tl.load(chunks_ptr + 2 * chunk) * 8
     start = tl.multiple_of(tl.load(chunks_ptr + 2 * chunk + 1), BLOCK)
@@ -146,22 +161,30 @@ def _adam_block(param_ptr, grad_ptr, exp_avg_ptr, exp_avg_sq_ptr, max_sq_ptr, of
 
 
 @triton.jit
-def adam_kernel(table_ptr, chunks_ptr, scalars_ptr, param_decay, weight_decay, one_minus_beta1,
-                beta2, one_minus_beta2, eps, grad_sign, DTYPE: tl.constexpr, ACC: tl.constexpr,
+def adam_kernel(table_ptr, chunks_ptr, scalars_ptr, DTYPE: tl.constexpr, ACC: tl.constexpr,
                 AMSGRAD: tl.constexpr, BLOCK: tl.constexpr):
     """Adam / AdamW on one chunk of one tensor.
 
     table_ptr: int64 [T, 8] (param, grad, exp_avg, exp_avg_sq, max_exp_avg_sq addresses, numel);
-    chunks_ptr: int64 [C, 2] (tensor index, first element);
-    scalars_ptr: fp64 [T, 2] (lr / (1 - beta1**step), sqrt(1 - beta2**step)); grid (C,).
+    chunks_ptr: int64 [C, 2] (tensor index, first element); scalars_ptr: fp64
+    [ADAM_SCALARS + 2 T]: (param_decay, weight_decay, 1 - beta1, beta2, 1 - beta2, eps,
+    grad_sign), then per tensor (lr / (1 - beta1**step), sqrt(1 - beta2**step)); grid (C,).
     """
+    param_decay = tl.load(scalars_ptr + 0).to(ACC)
+    weight_decay = tl.load(scalars_ptr + 1).to(ACC)
+    one_minus_beta1 = tl.load(scalars_ptr + 2).to(ACC)
+    beta2 = tl.load(scalars_ptr + 3).to(ACC)
+    one_minus_beta2 = tl.load(scalars_ptr + 4).to(ACC)
+    eps = tl.load(scalars_ptr + 5).to(ACC)
+    grad_sign = tl.load(scalars_ptr + 6).to(ACC)
     chunk = tl.program_id(0)
     tensor = tl.load(chunks_ptr + 2 * chunk)
     row = table_ptr + tensor * 8
     start = tl.multiple_of(tl.load(chunks_ptr + 2 * chunk + 1), BLOCK)
     numel = tl.load(row + 5)
-    step_size = tl.load(scalars_ptr + 2 * tensor).to(ACC)
-    bias_correction2_sqrt = tl.load(scalars_ptr + 2 * tensor + 1).to(ACC)
+    per_tensor = scalars_ptr + ADAM_SCALARS + 2 * tensor
+    step_size = tl.load(per_tensor).to(ACC)
+    bias_correction2_sqrt = tl.load(per_tensor + 1).to(ACC)
     param_ptr = _typed(row, 0, DTYPE)
     grad_ptr = _typed(row, 1, DTYPE)
     exp_avg_ptr = _typed(row, 2, DTYPE)
@@ -303,6 +326,19 @@ def _prepare(indices: list[int], lists: list[Sequence | None], flags: Sequence[i
     return table, copies
 
 
+def _scalars(values, device: torch.device) -> torch.Tensor:
+    """The fp64 scalar table of one launch on ``device`` (see the module docstring)."""
+    return _to_device(np.ascontiguousarray(values, dtype=np.float64), device)
+
+
+def _refuse_capture(device: torch.device, op: str) -> None:
+    if device.type == "cuda" and torch.cuda.is_current_stream_capturing():
+        raise RuntimeError(f"{op} (triton): the fused optimizer step cannot be captured in a "
+                           "CUDA graph (it uploads per-step scalars and tensor tables from host "
+                           "memory); run it outside the capture or use torch.optim with "
+                           "capturable=True")
+
+
 def _write_back(copies: list) -> None:
     for original, staged, column in copies:
         if column != GRAD:
@@ -320,10 +356,14 @@ def sgd_step(params, grads, momentum_buffers, fresh_buffers, lr, weight_decay, m
     for dtype, indices in _by_dtype(params).items():
         lists = [params, grads, momentum_buffers if has_momentum else None]
         host_table, copies = _prepare(indices, lists, fresh_buffers if has_momentum else None)
-        table, chunks, n_chunks = _tables(host_table, params[indices[0]].device)
+        device = params[indices[0]].device
+        _refuse_capture(device, "sgd_step")
+        table, chunks, n_chunks = _tables(host_table, device)
+        hyper = [lr, weight_decay, momentum, dampening, -1.0 if maximize else 1.0]
+        assert len(hyper) == SGD_SCALARS.value
+        scalars = _scalars(hyper, device)
         sgd_kernel[(n_chunks,)](
-            table, chunks, float(lr), float(weight_decay), float(momentum), float(dampening),
-            -1.0 if maximize else 1.0, DTYPE=_TL_DTYPES[dtype], ACC=_acc(dtype),
+            table, chunks, scalars, DTYPE=_TL_DTYPES[dtype], ACC=_acc(dtype),
             HAS_MOMENTUM=has_momentum, NESTEROV=bool(nesterov) and has_momentum, BLOCK=BLOCK,
             num_warps=NUM_WARPS)
         # grads are read-only: only params and buffers are written back
@@ -344,15 +384,18 @@ def adam_step(params, grads, exp_avgs, exp_avg_sqs, max_exp_avg_sqs, steps, lr, 
         lists = [params, grads, exp_avgs, exp_avg_sqs, max_exp_avg_sqs if amsgrad else None]
         host_table, copies = _prepare(indices, lists, None)
         device = params[indices[0]].device
+        _refuse_capture(device, "adam_step")
         table, chunks, n_chunks = _tables(host_table, device)
         step = np.asarray([float(steps[i]) for i in indices], dtype=np.float64)
-        scalars = np.stack([lr / (1.0 - beta1 ** step), np.sqrt(1.0 - beta2 ** step)], axis=1)
+        per_tensor = np.stack([lr / (1.0 - beta1 ** step), np.sqrt(1.0 - beta2 ** step)], axis=1)
         decoupled = bool(decoupled_weight_decay)
+        hyper = [1.0 - lr * weight_decay if decoupled else 1.0,
+                 0.0 if decoupled else weight_decay, 1.0 - beta1, beta2, 1.0 - beta2, eps,
+                 -1.0 if maximize else 1.0]
+        assert len(hyper) == ADAM_SCALARS.value
+        scalars = _scalars(np.concatenate([hyper, per_tensor.ravel()]), device)
         adam_kernel[(n_chunks,)](
-            table, chunks, _to_device(np.ascontiguousarray(scalars), device),
-            1.0 - lr * weight_decay if decoupled else 1.0,
-            0.0 if decoupled else float(weight_decay), 1.0 - beta1, beta2, 1.0 - beta2,
-            float(eps), -1.0 if maximize else 1.0, DTYPE=_TL_DTYPES[dtype], ACC=_acc(dtype),
+            table, chunks, scalars, DTYPE=_TL_DTYPES[dtype], ACC=_acc(dtype),
             AMSGRAD=bool(amsgrad), BLOCK=BLOCK, num_warps=NUM_WARPS)
         _write_back(copies)
 
@@ -366,9 +409,8 @@ def aot_configs() -> list[AOTConfig]:
         for has_momentum, nesterov in ((False, False), (True, False), (True, True)):
             configs.append(AOTConfig(
                 kernel=sgd_kernel,
-                signature={"table_ptr": "*i64", "chunks_ptr": "*i64", "lr": "fp32",
-                           "weight_decay": "fp32", "momentum": "fp32", "dampening": "fp32",
-                           "grad_sign": "fp32", "DTYPE": "constexpr", "ACC": "constexpr",
+                signature={"table_ptr": "*i64", "chunks_ptr": "*i64", "scalars_ptr": "*fp64",
+                           "DTYPE": "constexpr", "ACC": "constexpr",
                            "HAS_MOMENTUM": "constexpr", "NESTEROV": "constexpr",
                            "BLOCK": "constexpr"},
                 constexprs={"DTYPE": tl_dtype, "ACC": _acc(dtype), "HAS_MOMENTUM": has_momentum,
@@ -379,9 +421,6 @@ def aot_configs() -> list[AOTConfig]:
             configs.append(AOTConfig(
                 kernel=adam_kernel,
                 signature={"table_ptr": "*i64", "chunks_ptr": "*i64", "scalars_ptr": "*fp64",
-                           "param_decay": "fp32", "weight_decay": "fp32",
-                           "one_minus_beta1": "fp32", "beta2": "fp32",
-                           "one_minus_beta2": "fp32", "eps": "fp32", "grad_sign": "fp32",
                            "DTYPE": "constexpr", "ACC": "constexpr", "AMSGRAD": "constexpr",
                            "BLOCK": "constexpr"},
                 constexprs={"DTYPE": tl_dtype, "ACC": _acc(dtype), "AMSGRAD": amsgrad,

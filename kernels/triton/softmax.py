@@ -8,6 +8,8 @@ followed by a writing pass. Semantics follow torch: -inf entries get probability
 """
 from __future__ import annotations
 
+import dataclasses
+
 import torch
 import triton
 import triton.language as tl
@@ -25,11 +27,20 @@ NUM_WARPS = 4
 
 
 @triton.jit
-def _row_bases(pid, n_rows, inner, ROWS: tl.constexpr, I64: tl.constexpr):
-    """Indices q of this program's rows, their validity, and (outer, inner) for each."""
-    q = pid * ROWS + tl.arange(0, ROWS)
+def row_indices(ROWS: tl.constexpr, I64: tl.constexpr):
+    """This program's ROWS row indices program_id(0) * ROWS + [0, ROWS), int64 when I64 with the
+    product included: in 32 bits it wraps past 2^31 rows to negative indices that pass the
+    ``< n_rows`` masks."""
+    pid = tl.program_id(0)
     if I64:
-        q = q.to(tl.int64)
+        pid = pid.to(tl.int64)
+    return pid * ROWS + tl.arange(0, ROWS)
+
+
+@triton.jit
+def _row_bases(n_rows, inner, ROWS: tl.constexpr, I64: tl.constexpr):
+    """Indices q of this program's rows, their validity, and (outer, inner) for each."""
+    q = row_indices(ROWS, I64)
     ok = q < n_rows
     return ok, (q // inner), (q % inner)
 
@@ -65,7 +76,7 @@ def _softmax_forward_kernel(x_ptr, y_ptr, n_rows, R, inner,
     x_ptr, y_ptr: [outer, R, inner] with strides (sx_o, sx_r, sx_i) and (sy_o, sy_r, sy_i);
     n_rows = outer * inner.
     """
-    ok, o, j = _row_bases(tl.program_id(0), n_rows, inner, ROWS, I64)
+    ok, o, j = _row_bases(n_rows, inner, ROWS, I64)
     x_base = x_ptr + (o * sx_o + j * sx_i)[:, None]
     y_base = y_ptr + (o * sy_o + j * sy_i)[:, None]
     cols = tl.arange(0, BLOCK_R)
@@ -104,7 +115,7 @@ def _softmax_backward_kernel(dy_ptr, y_ptr, dx_ptr, n_rows, R, inner,
 
     dy_ptr, y_ptr, dx_ptr: [outer, R, inner] with strides (s*_o, s*_r, s*_i); n_rows = outer*inner.
     """
-    ok, o, j = _row_bases(tl.program_id(0), n_rows, inner, ROWS, I64)
+    ok, o, j = _row_bases(n_rows, inner, ROWS, I64)
     dy_base = dy_ptr + (o * sd_o + j * sd_i)[:, None]
     y_base = y_ptr + (o * sy_o + j * sy_i)[:, None]
     dx_base = dx_ptr + (o * sx_o + j * sx_i)[:, None]
@@ -227,7 +238,8 @@ def aot_configs() -> list[AOTConfig]:
     """Every (ROWS, BLOCK_R, ONLINE) that ``_block_shape`` can return, forward and backward,
     softmax and log_softmax, fp32 / fp16 / bf16. CI's selection (see _pointwise.aot_all): fp32
     softmax at the smallest, a middle and the largest single block and both online paths;
-    log_softmax and bf16 at the largest single block and the online path."""
+    log_softmax and bf16 at the largest single block and the online path; the 64-bit index
+    variant (I64) of fp32 softmax at the largest single block."""
     shapes = []
     block = MIN_BLOCK_R
     while block <= MAX_BLOCK_R:
@@ -252,6 +264,12 @@ def aot_configs() -> list[AOTConfig]:
                         num_warps=NUM_WARPS, num_stages=1, dtype=dtype,
                         label=f"{what} {'log' if log else ''}softmax {rows}x{block_r}"
                               f"{' online' if online else ''}"))
+
+    # the 64-bit index paths: fp32 softmax forward and backward at the largest single block
+    configs += [dataclasses.replace(c, constexprs=dict(c.constexprs, I64=True),
+                                    label=f"{c.label} i64")
+                for c in configs if c.dtype == "fp32" and not c.constexprs["LOG"]
+                and not c.constexprs["ONLINE"] and c.constexprs["BLOCK_R"] == MAX_BLOCK_R]
 
     def keep(c):
         k = c.constexprs
