@@ -178,3 +178,23 @@ def _cupy_gpu_problem() -> str | None:
 CUPY_GPU_PROBLEM = _cupy_gpu_problem()
 # marks a test that runs the cupy backend's kernels on a GPU
 cupy_gpu = pytest.mark.skipif(CUPY_GPU_PROBLEM is not None, reason=CUPY_GPU_PROBLEM or "")
+
+
+# --- kernel tests: the reference launchers and memory layouts ---------------------------------------
+
+def reference_launch(name, *args):
+    """Launcher ``name`` of the NumPy reference backend, called with ``args``."""
+    with gpudnn.use_backend("reference"):
+        return gpudnn.backend.launcher(name, *[a for a in args if isinstance(a, torch.Tensor)])(
+            *args)
+
+
+def in_layout(t, channels_last: bool):
+    """``t`` as channels_last (a copy) when asked, else unchanged."""
+    return t.contiguous(memory_format=torch.channels_last) if channels_last else t
+
+
+def is_channels_last_only(t) -> bool:
+    """channels_last and not also NCHW-contiguous (size-1 dims make a tensor both)."""
+    return t.dim() == 4 and t.is_contiguous(memory_format=torch.channels_last) \
+        and not t.is_contiguous()

@@ -24,32 +24,21 @@ import numpy as np
 import pytest
 import torch
 
-from helpers import cupy_gpu
+from helpers import cupy_gpu, in_layout, kernel_signatures, reference_launch
 
 import gpudnn
-from gpudnn import backend
 from gpudnn.kernels import alloc
 from gpudnn.kernels.activations import Activation
 from gpudnn.kernels.cupy import _runtime, build
 from gpudnn.kernels.cupy import conv as cupy_conv
 from gpudnn.kernels.cupy import lstm as cupy_lstm
 from gpudnn.testing import assert_close
-from helpers import kernel_signatures
 
 MODULES = {"conv": cupy_conv, "lstm": cupy_lstm}
 
 
 def _act(name, param=None):
     return None if name is None else Activation.make(name, param)
-
-
-def _reference(name, *args):
-    with gpudnn.use_backend("reference"):
-        return backend.launcher(name)(*args)
-
-
-def _cl(t, channels_last):
-    return t.contiguous(memory_format=torch.channels_last) if channels_last else t
 
 
 # --- compilation (nvcc, no GPU) -------------------------------------------------------------------
@@ -370,7 +359,7 @@ CONV_CASES = [
 def _conv_case(case, dtype, device, seed=0):
     n, cin, h, w, cout, k, stride, padding, dilation, groups, act, cl, has_bias = case
     g = torch.Generator().manual_seed(seed)
-    x = _cl(torch.randn(n, cin, h, w, generator=g, dtype=torch.float64), cl)
+    x = in_layout(torch.randn(n, cin, h, w, generator=g, dtype=torch.float64), cl)
     weight = torch.randn(cout, cin // groups, *k, generator=g, dtype=torch.float64)
     bias = torch.randn(cout, generator=g, dtype=torch.float64) if has_bias else None
     to = lambda t: None if t is None else t.to(device, dtype)  # noqa: E731 (keeps the layout)
@@ -398,14 +387,14 @@ def _run_conv(case, dtype, device):
     x, weight, bias, stride, padding, dilation, groups, act, x64, w64, b64 = _conv_case(
         case, dtype, device)
     y, saved = cupy_conv.conv2d_forward(x, weight, bias, stride, padding, dilation, groups, act)
-    y_ref, saved_ref = _reference("conv2d_forward", x64, w64, b64, stride, padding, dilation,
+    y_ref, saved_ref = reference_launch("conv2d_forward", x64, w64, b64, stride, padding, dilation,
                                   groups, act)
     scale = math.sqrt(weight[0].numel())
     _compare("conv2d forward", (y, saved), (y_ref, saved_ref), dtype, scale)
-    grad_y = _cl(torch.randn(y_ref.shape, dtype=torch.float64), case[11])
+    grad_y = in_layout(torch.randn(y_ref.shape, dtype=torch.float64), case[11])
     grads = cupy_conv.conv2d_backward(grad_y.to(device, dtype), x, weight, saved, stride, padding,
                                       dilation, groups, act, (True, True, bias is not None))
-    grads_ref = _reference("conv2d_backward", grad_y, x64, w64, saved_ref, stride, padding,
+    grads_ref = reference_launch("conv2d_backward", grad_y, x64, w64, saved_ref, stride, padding,
                            dilation, groups, act, (True, True, bias is not None))
     _compare("conv2d backward", grads, grads_ref, dtype, scale * math.sqrt(y_ref[0, 0].numel()))
 
@@ -422,7 +411,7 @@ TRANSPOSE_CASES = [
 def _run_transpose(case, dtype, device):
     n, cin, h, w, cout_g, k, stride, padding, out_pad, dilation, groups, act, cl, has_bias = case
     g = torch.Generator().manual_seed(1)
-    x64 = _cl(torch.randn(n, cin, h, w, generator=g, dtype=torch.float64), cl)
+    x64 = in_layout(torch.randn(n, cin, h, w, generator=g, dtype=torch.float64), cl)
     w64 = torch.randn(cin, cout_g, *k, generator=g, dtype=torch.float64)
     b64 = torch.randn(cout_g * groups, generator=g, dtype=torch.float64) if has_bias else None
     x, weight = x64.to(device, dtype), w64.to(device, dtype)
@@ -430,14 +419,14 @@ def _run_transpose(case, dtype, device):
     act = _act(act)
     args = (stride, padding, out_pad, groups, dilation, act)
     y, saved = cupy_conv.conv_transpose2d_forward(x, weight, bias, *args)
-    y_ref, saved_ref = _reference("conv_transpose2d_forward", x64, w64, b64, *args)
+    y_ref, saved_ref = reference_launch("conv_transpose2d_forward", x64, w64, b64, *args)
     scale = math.sqrt(cin * k[0] * k[1])
     _compare("conv_transpose2d forward", (y, saved), (y_ref, saved_ref), dtype, scale)
     grad_y = torch.randn(y_ref.shape, dtype=torch.float64)
     needs = (True, True, has_bias)
     grads = cupy_conv.conv_transpose2d_backward(grad_y.to(device, dtype), x, weight, saved,
                                                 *args, needs)
-    grads_ref = _reference("conv_transpose2d_backward", grad_y, x64, w64, saved_ref, *args,
+    grads_ref = reference_launch("conv_transpose2d_backward", grad_y, x64, w64, saved_ref, *args,
                            needs)
     _compare("conv_transpose2d backward", grads, grads_ref, dtype,
              scale * math.sqrt(y_ref[0, 0].numel()))
@@ -474,7 +463,7 @@ def _lstm_inputs(steps, batch, input_size, hidden, dtype, device, bias=True, see
 def _run_lstm(steps, batch, input_size, hidden, reverse, dtype, device, bias=True):
     ours_in, ref_in = _lstm_inputs(steps, batch, input_size, hidden, dtype, device, bias)
     y, h_n, c_n, saved = cupy_lstm.lstm_layer_forward(*ours_in, reverse, True)
-    y_ref, h_ref, c_ref, saved_ref = _reference("lstm_layer_forward", *ref_in, reverse, True)
+    y_ref, h_ref, c_ref, saved_ref = reference_launch("lstm_layer_forward", *ref_in, reverse, True)
     _compare("lstm forward", (y, h_n, c_n), (y_ref, h_ref, c_ref), dtype, math.sqrt(hidden))
     g = torch.Generator().manual_seed(7)
     grads_out = [torch.randn(*t.shape, generator=g, dtype=torch.float64) for t in
@@ -483,7 +472,7 @@ def _run_lstm(steps, batch, input_size, hidden, reverse, dtype, device, bias=Tru
     x, h0, c0, w_ih, w_hh = ours_in[:5]
     grads = cupy_lstm.lstm_layer_backward(*[t.to(device, dtype) for t in grads_out], x, h0, c0,
                                           w_ih, w_hh, y, saved, reverse, needs)
-    grads_ref = _reference("lstm_layer_backward", *grads_out, *ref_in[:5], y_ref, saved_ref,
+    grads_ref = reference_launch("lstm_layer_backward", *grads_out, *ref_in[:5], y_ref, saved_ref,
                            reverse, needs)
     _compare("lstm backward", grads, grads_ref, dtype, math.sqrt(steps * batch * hidden))
 
@@ -540,14 +529,14 @@ def test_emulated_lstm_cell_matches_reference(emulated):
     ours_in, ref_in = _lstm_inputs(1, 3, 4, 6, torch.float32, "cpu")
     x, h, c = ours_in[0][0], ours_in[1], ours_in[2]
     h_new, c_new, saved = cupy_lstm.lstm_cell_forward(x, h, c, *ours_in[3:], True)
-    ref = _reference("lstm_cell_forward", ref_in[0][0], *ref_in[1:], True)
+    ref = reference_launch("lstm_cell_forward", ref_in[0][0], *ref_in[1:], True)
     _compare("cell forward", (h_new, c_new), ref[:2], torch.float32, math.sqrt(6))
     grad_h, grad_c = torch.randn(3, 6, dtype=torch.float64), torch.randn(3, 6,
                                                                          dtype=torch.float64)
     needs = (True,) * 7
     grads = cupy_lstm.lstm_cell_backward(grad_h.float(), grad_c.float(), x, h, c, ours_in[3],
                                          ours_in[4], c_new, saved, needs)
-    grads_ref = _reference("lstm_cell_backward", grad_h, grad_c, ref_in[0][0], *ref_in[1:5],
+    grads_ref = reference_launch("lstm_cell_backward", grad_h, grad_c, ref_in[0][0], *ref_in[1:5],
                            ref[1], ref[2], needs)
     _compare("cell backward", grads, grads_ref, torch.float32, math.sqrt(6))
 
@@ -606,7 +595,7 @@ def test_gpu_public_conv_functions_match_torch(channels_last, ieee_fp32, monkeyp
     import gpudnn.functional as G
     monkeypatch.setattr(torch.backends.cudnn, "allow_tf32", False)
     g = torch.Generator().manual_seed(3)
-    x = _cl(torch.randn(3, 4, 9, 8, generator=g), channels_last).cuda().requires_grad_()
+    x = in_layout(torch.randn(3, 4, 9, 8, generator=g), channels_last).cuda().requires_grad_()
     w = torch.randn(6, 2, 3, 3, generator=g).cuda().requires_grad_()
     wt = torch.randn(4, 3, 3, 2, generator=g).cuda().requires_grad_()
     b = torch.randn(6, generator=g).cuda().requires_grad_()

@@ -12,12 +12,11 @@ import torch
 
 import gpudnn
 from gpudnn.activations import Activation
-from gpudnn.backend import launcher
 from gpudnn.kernels.alloc import poison_outputs
 from gpudnn.kernels.limits import check_grid
 from gpudnn.kernels.triton import conv as triton_conv
 from gpudnn.testing import assert_close
-from helpers import DEVICE
+from helpers import DEVICE, in_layout, is_channels_last_only, reference_launch
 
 
 @pytest.fixture(autouse=True)
@@ -28,20 +27,6 @@ def _ieee_fp32(monkeypatch):
 
 def _act(name, param=None):
     return None if name is None else Activation.make(name, param)
-
-
-def _reference(name, *args):
-    with gpudnn.use_backend("reference"):
-        return launcher(name, *[a for a in args if isinstance(a, torch.Tensor)])(*args)
-
-
-def _layout(t, channels_last):
-    return t.contiguous(memory_format=torch.channels_last) if channels_last else t
-
-
-def _is_cl(t):
-    return t.dim() == 4 and t.is_contiguous(memory_format=torch.channels_last) \
-        and not t.is_contiguous()
 
 
 # (batch, Cin, H, W, Cout, kernel, stride, padding (t, b, l, r), dilation, groups, act,
@@ -79,11 +64,11 @@ def test_conv2d_forward_backward(device, n, cin, h, w, cout, k, stride, pad, dil
                                  cl, has_bias):
     act = _act(*act) if act else None
     gen = torch.Generator().manual_seed(7)
-    x = _layout(torch.randn(n, cin, h, w, generator=gen), cl)
+    x = in_layout(torch.randn(n, cin, h, w, generator=gen), cl)
     weight = torch.randn(cout, cin // groups, *k, generator=gen) / math.sqrt(cin // groups * k[0]
                                                                              * k[1])
     bias = torch.randn(cout, generator=gen) if has_bias else None
-    ref_y, ref_saved = _reference("conv2d_forward", x.double(), weight.double(),
+    ref_y, ref_saved = reference_launch("conv2d_forward", x.double(), weight.double(),
                                   None if bias is None else bias.double(), stride, pad, dil,
                                   groups, act)
     xd, wd = x.to(device), weight.to(device)
@@ -92,16 +77,16 @@ def test_conv2d_forward_backward(device, n, cin, h, w, cout, k, stride, pad, dil
         y, saved = triton_conv.conv2d_forward(xd, wd, bd, stride, pad, dil, groups, act)
     red = cin // groups * k[0] * k[1]
     assert_close(y, ref_y, torch.float32, name="y", scale=math.sqrt(red))
-    assert _is_cl(y) == _is_cl(torch.nn.functional.conv2d(x, weight, None, stride, 0, dil,
+    assert is_channels_last_only(y) == is_channels_last_only(torch.nn.functional.conv2d(x, weight, None, stride, 0, dil,
                                                           groups)), "y memory format"
     if act is None:
         assert saved is None
     else:
         assert_close(saved, ref_saved, torch.float32, name="saved", scale=math.sqrt(red))
 
-    grad_y = _layout(torch.randn(ref_y.shape, generator=gen), cl)
+    grad_y = in_layout(torch.randn(ref_y.shape, generator=gen), cl)
     needs = (True, True, has_bias)
-    ref_grads = _reference("conv2d_backward", grad_y.double(), x.double(), weight.double(),
+    ref_grads = reference_launch("conv2d_backward", grad_y.double(), x.double(), weight.double(),
                            ref_saved, stride, pad, dil, groups, act, needs)
     with poison_outputs():
         grads = triton_conv.conv2d_backward(grad_y.to(device), xd, wd, saved, stride, pad, dil,
@@ -114,7 +99,7 @@ def test_conv2d_forward_backward(device, n, cin, h, w, cout, k, stride, pad, dil
             assert got is None, name
         else:
             assert_close(got, want, torch.float32, name=name, scale=scale)
-    assert grads[0].shape == x.shape and _is_cl(grads[0]) == _is_cl(y)
+    assert grads[0].shape == x.shape and is_channels_last_only(grads[0]) == is_channels_last_only(y)
 
 
 def test_conv2d_needs_subset(device):
@@ -177,21 +162,21 @@ def test_conv_transpose2d_forward_backward(device, n, cin, h, w, cout, k, stride
                                            groups, act, cl):
     act = _act(*act) if act else None
     gen = torch.Generator().manual_seed(11)
-    x = _layout(torch.randn(n, cin, h, w, generator=gen), cl)
+    x = in_layout(torch.randn(n, cin, h, w, generator=gen), cl)
     weight = torch.randn(cin, cout // groups, *k, generator=gen) / math.sqrt(cin)
     bias = torch.randn(cout, generator=gen)
     args = (stride, pad, opad, groups, dil, act)
-    ref_y, ref_saved = _reference("conv_transpose2d_forward", x.double(), weight.double(),
+    ref_y, ref_saved = reference_launch("conv_transpose2d_forward", x.double(), weight.double(),
                                   bias.double(), *args)
     xd, wd = x.to(device), weight.to(device)
     with poison_outputs():
         y, saved = triton_conv.conv_transpose2d_forward(xd, wd, bias.to(device), *args)
     red = cin // groups * k[0] * k[1]
     assert_close(y, ref_y, torch.float32, name="y", scale=math.sqrt(red))
-    assert _is_cl(y) == _is_cl(ref_y), "y memory format"
-    grad_y = _layout(torch.randn(ref_y.shape, generator=gen), cl)
+    assert is_channels_last_only(y) == is_channels_last_only(ref_y), "y memory format"
+    grad_y = in_layout(torch.randn(ref_y.shape, generator=gen), cl)
     needs = (True, True, True)
-    ref_grads = _reference("conv_transpose2d_backward", grad_y.double(), x.double(),
+    ref_grads = reference_launch("conv_transpose2d_backward", grad_y.double(), x.double(),
                            weight.double(), ref_saved, stride, pad, opad, groups, dil, act, needs)
     with poison_outputs():
         grads = triton_conv.conv_transpose2d_backward(grad_y.to(device), xd, wd, saved, stride,
@@ -212,7 +197,7 @@ def test_wgrad_split_reduction(device):
     splits, _ = triton_conv._split(17 * 17, 9, 16)
     assert splits > 1, "the case must exercise the split path"
     grad_y = torch.randn(1, 3, 17, 17, generator=gen)
-    ref = _reference("conv2d_backward", grad_y.double(), x.double(), weight.double(), None,
+    ref = reference_launch("conv2d_backward", grad_y.double(), x.double(), weight.double(), None,
                      (1, 1), pad, (1, 1), 1, None, (False, True, True))
     with poison_outputs():
         _, gw, gb = triton_conv.conv2d_backward(grad_y.to(device), x.to(device),

@@ -3,24 +3,12 @@ on poisoned outputs, NCHW and channels_last, ceil_mode, padding, dilation, divis
 import pytest
 import torch
 
+from helpers import in_layout, is_channels_last_only, reference_launch
+
 import gpudnn
-from gpudnn.backend import launcher
 from gpudnn.kernels.alloc import poison_outputs
 from gpudnn.kernels.triton import pool as triton_pool
 from gpudnn.testing import assert_close
-
-
-def _reference(name, *args):
-    with gpudnn.use_backend("reference"):
-        return launcher(name, *[a for a in args if isinstance(a, torch.Tensor)])(*args)
-
-
-def _layout(t, channels_last):
-    return t.contiguous(memory_format=torch.channels_last) if channels_last else t
-
-
-def _is_cl(t):
-    return t.is_contiguous(memory_format=torch.channels_last) and not t.is_contiguous()
 
 
 # (shape, kernel, stride, padding, dilation, ceil_mode, channels_last)
@@ -47,20 +35,20 @@ def test_max_pool2d(device, shape, kernel, stride, pad, dil, ceil, cl):
         if x.shape[0] == 1:
             x[0, 1] = float("-inf")  # a whole channel of -inf
         x.view(-1)[-5] = float("nan")
-    x = _layout(x, cl)
+    x = in_layout(x, cl)
     args = (kernel, stride, pad, dil, ceil)
-    ref_y, ref_idx = _reference("max_pool2d_forward", x.double(), *args)
+    ref_y, ref_idx = reference_launch("max_pool2d_forward", x.double(), *args)
     with poison_outputs():
         y, saved = triton_pool.max_pool2d_forward(x.to(device), *args)
     assert_close(y, ref_y, torch.float32, name="y")
-    assert _is_cl(y) == _is_cl(torch.nn.functional.max_pool2d(x, kernel, stride, pad, dil, ceil))
+    assert is_channels_last_only(y) == is_channels_last_only(torch.nn.functional.max_pool2d(x, kernel, stride, pad, dil, ceil))
     assert saved.element_size() < 8, "indices more compact than torch's int64"
-    grad_y = _layout(torch.randn(ref_y.shape, generator=gen), cl)
-    ref_gx = _reference("max_pool2d_backward", grad_y.double(), tuple(x.shape), ref_idx, *args)
+    grad_y = in_layout(torch.randn(ref_y.shape, generator=gen), cl)
+    ref_gx = reference_launch("max_pool2d_backward", grad_y.double(), tuple(x.shape), ref_idx, *args)
     with poison_outputs():
         gx = triton_pool.max_pool2d_backward(grad_y.to(device), tuple(x.shape), saved, *args)
     assert_close(gx, ref_gx, torch.float32, name="grad_x", scale=2.0)
-    assert _is_cl(gx) == _is_cl(grad_y) or x.shape[0] == 0
+    assert is_channels_last_only(gx) == is_channels_last_only(grad_y) or x.shape[0] == 0
 
 
 def test_max_pool2d_backward_other_grad_layout(device):
@@ -68,10 +56,10 @@ def test_max_pool2d_backward_other_grad_layout(device):
     gen = torch.Generator().manual_seed(8)
     x = torch.randn(2, 4, 6, 6, generator=gen)
     args = ((3, 3), (2, 2), (1, 1), (1, 1), False)
-    ref_y, ref_idx = _reference("max_pool2d_forward", x.double(), *args)
+    ref_y, ref_idx = reference_launch("max_pool2d_forward", x.double(), *args)
     y, saved = triton_pool.max_pool2d_forward(x.to(device), *args)
     grad_y = torch.randn(ref_y.shape, generator=gen).contiguous(memory_format=torch.channels_last)
-    ref_gx = _reference("max_pool2d_backward", grad_y.double(), tuple(x.shape), ref_idx, *args)
+    ref_gx = reference_launch("max_pool2d_backward", grad_y.double(), tuple(x.shape), ref_idx, *args)
     gx = triton_pool.max_pool2d_backward(grad_y.to(device), tuple(x.shape), saved, *args)
     assert_close(gx, ref_gx, torch.float32, name="grad_x")
 
@@ -93,16 +81,16 @@ AVG_CASES = [
 @pytest.mark.parametrize("shape,kernel,stride,pad,ceil,include,divisor,cl", AVG_CASES)
 def test_avg_pool2d(device, shape, kernel, stride, pad, ceil, include, divisor, cl):
     gen = torch.Generator().manual_seed(2)
-    x = _layout(torch.randn(shape, generator=gen), cl)
+    x = in_layout(torch.randn(shape, generator=gen), cl)
     args = (kernel, stride, pad, ceil, include, divisor)
-    ref_y = _reference("avg_pool2d_forward", x.double(), *args)
+    ref_y = reference_launch("avg_pool2d_forward", x.double(), *args)
     with poison_outputs():
         y = triton_pool.avg_pool2d_forward(x.to(device), *args)
     assert_close(y, ref_y, torch.float32, name="y")
-    assert _is_cl(y) == _is_cl(torch.nn.functional.avg_pool2d(x, kernel, stride, pad, ceil,
+    assert is_channels_last_only(y) == is_channels_last_only(torch.nn.functional.avg_pool2d(x, kernel, stride, pad, ceil,
                                                               include, divisor))
-    grad_y = _layout(torch.randn(ref_y.shape, generator=gen), cl)
-    ref_gx = _reference("avg_pool2d_backward", grad_y.double(), tuple(x.shape), *args)
+    grad_y = in_layout(torch.randn(ref_y.shape, generator=gen), cl)
+    ref_gx = reference_launch("avg_pool2d_backward", grad_y.double(), tuple(x.shape), *args)
     with poison_outputs():
         gx = triton_pool.avg_pool2d_backward(grad_y.to(device), tuple(x.shape), *args)
     assert_close(gx, ref_gx, torch.float32, name="grad_x")

@@ -21,6 +21,7 @@ from typing import Any, Sequence
 import numpy as np
 import torch
 
+from ..layout import is_dense
 from ..limits import check_grid
 
 SOURCE_DIR = os.path.dirname(os.path.abspath(__file__))
@@ -93,17 +94,6 @@ def require_cuda(op: str, **tensors: torch.Tensor | None) -> torch.device:
         raise RuntimeError(f"{op}: tensors on different devices: "
                            + ", ".join(f"{k} on {d}" for k, d in devices.items()))
     return next(iter(devices.values()))
-
-
-def is_dense(t: torch.Tensor) -> bool:
-    """Non-overlapping and dense: the elements fill exactly numel slots in some order."""
-    dims = sorted((s, n) for s, n in zip(t.stride(), t.shape) if n != 1)
-    expected = 1
-    for stride, size in dims:
-        if stride != expected:
-            return False
-        expected *= size
-    return True
 
 
 def common_layout(*tensors: torch.Tensor) -> tuple[torch.Tensor, ...]:

@@ -16,21 +16,10 @@ import triton
 import triton.language as tl
 
 from .. import alloc
+from ..layout import is_dense
 
 MAX_DIMS = 6
 INT32_LIMIT = 2 ** 31 - 1
-
-
-def is_dense(t: torch.Tensor) -> bool:
-    """True when t's elements fill storage[offset : offset + numel] without gaps or overlap."""
-    expected = 1
-    for size, stride in sorted(zip(t.shape, t.stride()), key=lambda p: p[1]):
-        if size == 1:
-            continue
-        if stride != expected:
-            return False
-        expected *= size
-    return True
 
 
 KERNEL_DTYPES = (torch.float32, torch.float16, torch.bfloat16)
@@ -157,3 +146,21 @@ def aot_all() -> bool:
 def select(configs: list, keep) -> list:
     """All ``configs`` under GPUDNN_AOT_ALL=1, else those for which ``keep(config)`` holds."""
     return configs if aot_all() else [c for c in configs if keep(c)]
+
+
+# Measured for sm_90: the strided (not FLAT) elementwise kernels decode up to 6 dims of 64-bit
+# sizes and strides per element in their I64 variant and spill (~40-90 spill instructions).
+STRIDED_I64_SPILLS = ("64-bit strided indexing for non-contiguous tensors past 2^31 elements "
+                      "only: correct, spills while decoding 6 dims of 64-bit sizes and strides")
+
+
+def i64_variants(configs: list, strided_spill_reason: str = "") -> list:
+    """The 64-bit offset (I64) variant of each configuration: I64=True, and every int argument
+    typed i64 as the JIT types an int past 2^31 (the sizes and strides of such tensors). The
+    strided (FLAT=False) ones carry ``strided_spill_reason``."""
+    import dataclasses
+    return [dataclasses.replace(
+        c, constexprs=dict(c.constexprs, I64=True), label=f"{c.label} i64",
+        signature={k: ("i64" if v == "i32" else v) for k, v in c.signature.items()},
+        spill_reason="" if c.constexprs.get("FLAT", True) else strided_spill_reason)
+        for c in configs]

@@ -216,6 +216,10 @@ def aot_configs() -> list[AOTConfig]:
                         num_warps=_WARPS, num_stages=1, dtype=dtype,
                         label=f"{name} {'bwd' if backward else 'fwd'} "
                               f"{'flat' if flat else 'strided'}"))
-    return _pointwise.select(configs, lambda c: (
+    selected = _pointwise.select(configs, lambda c: (
         (c.dtype == "fp32" and c.constexprs["FLAT"])
         or (c.dtype != "fp16" and c.constexprs["CODE"] == heaviest)))
+    # tensors past 2^31 elements: the heaviest code, both layouts and directions, fp32 and bf16
+    return selected + _pointwise.i64_variants(
+        [c for c in configs if c.constexprs["CODE"] == heaviest and c.dtype != "fp16"],
+        _pointwise.STRIDED_I64_SPILLS)

@@ -392,7 +392,6 @@ def _precision(dtype: torch.dtype) -> str:
 # ---------------------------------------------------------------------------------------------
 
 
-
 def _act_flags(act: Activation | None) -> tuple[int, float, bool]:
     """(constexpr code, parameter, whether backward's saved tensor is the pre-activation)."""
     return code_of(act), param_of(act), act is not None and not act.from_output

@@ -10,6 +10,8 @@ so transposed or sliced inputs are read in place.
 """
 from __future__ import annotations
 
+import dataclasses
+
 from dataclasses import dataclass
 
 import torch
@@ -285,6 +287,14 @@ def dense_backward(grad_y: torch.Tensor, x: torch.Tensor, weight: torch.Tensor,
     return gx, gw, gb
 
 
+# Measured for sm_90: the 64-bit variants of the 128x128 gelu_tanh tiles (and the fused dW+db)
+# spill (up to ~100 spill instructions), because every tile offset is 64-bit. They run only for
+# operands past 2^31 elements, where they are correct but slower; the fix is a 64-bit base per
+# program with 32-bit offsets inside the tile.
+_I64_SPILLS = ("64-bit offsets for operands past 2^31 elements only: correct, spills in the "
+               "largest tiles (every tile offset is 64-bit)")
+
+
 def aot_configs() -> list[AOTConfig]:
     """Every tile shape of ``_TILES``, for fp32 (ieee and tf32) or bf16 / fp16, with gelu_tanh
     (the heaviest epilogue / prologue: it bounds registers; other codes differ in constexpr
@@ -344,4 +354,12 @@ def aot_configs() -> list[AOTConfig]:
                     num_warps=t.num_warps, num_stages=t.num_stages, dtype=dtype,
                     expect_mma=mma if compute_c else "",
                     label=f"bwd {what} gelu_tanh {precision} {t.label}"))
+    # Linear(bias=False) and the LSTM's bias-free projections take the HAS_BIAS=False forward;
+    # operands past 2^31 elements take the 64-bit offset (I64) variant of every kernel.
+    configs += [dataclasses.replace(c, constexprs=dict(c.constexprs, HAS_BIAS=False),
+                                    label=f"{c.label} no-bias")
+                for c in configs if c.kernel is _dense_forward_kernel]
+    configs += [dataclasses.replace(c, constexprs=dict(c.constexprs, I64=True),
+                                    label=f"{c.label} i64", spill_reason=_I64_SPILLS)
+                for c in list(configs) if c.constexprs.get("HAS_BIAS", True)]
     return configs

@@ -524,4 +524,8 @@ def aot_configs() -> list[AOTConfig]:
         if c.kernel in (_pointwise_loss_kernel, _pointwise_loss_grad_kernel):
             return c.dtype == "fp32" or k["FLAT"]
         return True
-    return _pointwise.select(configs, keep)
+    # BCE / MSE past 2^31 elements (fp32 and bf16, flat and strided)
+    pointwise_i64 = _pointwise.i64_variants(
+        [c for c in configs if c.kernel in (_pointwise_loss_kernel, _pointwise_loss_grad_kernel)
+         and c.dtype != "fp16" and not c.constexprs.get("I64")], _pointwise.STRIDED_I64_SPILLS)
+    return _pointwise.select(configs, keep) + pointwise_i64

@@ -36,6 +36,7 @@ import triton
 import triton.language as tl
 
 from .. import alloc
+from ..layout import is_dense
 from .aot import AOTConfig
 
 BLOCK = 1024
@@ -207,24 +208,13 @@ def _acc(dtype: torch.dtype):
     return tl.float64 if dtype == torch.float64 else tl.float32
 
 
-def _is_dense(t: torch.Tensor) -> bool:
-    """Non-overlapping and dense: the elements fill exactly numel slots in some order."""
-    dims = sorted((s, n) for s, n in zip(t.stride(), t.shape) if n != 1)
-    expected = 1
-    for stride, size in dims:
-        if stride != expected:
-            return False
-        expected *= size
-    return True
-
-
 def _stage(tensors: list[torch.Tensor | None]) -> tuple[list, list]:
     """Tensors of one parameter (param, grad, state...) that the kernel can treat as flat arrays
     of one layout: the originals where possible, else aligned copies in the param's layout (or
     contiguous when the param is not dense). Returns (flat tensors, [(original, copy)]); the
     caller keeps the copies alive until the launch and writes back all but the read-only grad."""
     ref = tensors[0]
-    if _is_dense(ref):
+    if is_dense(ref):
         stride = ref.stride()
     else:
         stride = torch.empty(ref.shape, device="meta").stride()
