@@ -3,12 +3,13 @@ import contextlib
 import os
 import re
 
+import numpy as np
 import pytest
 import torch
 
 import gpudnn
 from gpudnn.activations import activation_module, parse_activation
-from gpudnn.kernels.cupy._runtime import SOURCE_DIR as CUPY_SOURCE_DIR
+from gpudnn.kernels.cupy._runtime import SOURCE_DIR as CUPY_SOURCE_DIR, is_dense
 from gpudnn.testing import assert_close
 
 DEVICE = os.environ.get("GPUDNN_TEST_DEVICE", "cpu")
@@ -166,6 +167,33 @@ def kernel_signatures(fam: str) -> dict[str, list[str]]:
         else:
             signatures[name] = types
     return signatures
+
+
+# the C types of kernel parameters -> the Python / torch types a launch must pass for them
+CUPY_C_TYPES = {"int": np.int32, "long long": np.int64, "unsigned long long": np.uint64,
+                "float": np.float32}
+CUPY_POINTEE = {"float": torch.float32, "f16": torch.float16, "bf16": torch.bfloat16,
+                "long long": torch.int64,
+                "unsigned int": torch.int32}  # lstm's barrier words: int32 storage, same bits
+
+
+def check_cupy_launch(fam, kernel, grid, block, args):
+    """One recorded CuPy launch (kernel name, grid, block, arguments) matches ``kernel``'s C
+    signature in ``<fam>.cu``: argument count and types, dense tensors, a legal block and grid."""
+    types = kernel_signatures(fam).get(kernel)
+    assert types is not None, f"{fam}.cu has no kernel {kernel}"
+    assert len(args) == len(types), f"{kernel}: {len(args)} arguments for {len(types)} params"
+    for i, (arg, ctype) in enumerate(zip(args, types)):
+        where = f"{kernel} argument {i} ({ctype})"
+        if ctype.endswith("*"):
+            assert arg is None or isinstance(arg, torch.Tensor), where
+            if arg is not None:
+                assert arg.dtype == CUPY_POINTEE[ctype[:-1].strip()], f"{where}: {arg.dtype}"
+                assert arg.is_contiguous() or is_dense(arg), f"{where}: not dense"
+        else:
+            assert type(arg) is CUPY_C_TYPES[ctype], f"{where}: {type(arg).__name__}"
+    assert 0 < int(np.prod(block)) <= 1024 and block[0] % 32 == 0, f"{kernel}: block {block}"
+    assert all(0 < g for g in grid) and all(g <= 65535 for g in grid[1:]), f"{kernel}: {grid}"
 
 
 def _cupy_gpu_problem() -> str | None:

@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 import torch
 
-from helpers import cupy_gpu, kernel_signatures
+from helpers import check_cupy_launch, cupy_gpu, kernel_signatures
 
 from gpudnn import backend
 from gpudnn.kernels.activations import NAMES, Activation
@@ -190,12 +190,6 @@ def test_launchers_check_arguments_without_a_gpu(fam, name, args, exc, message):
 
 # --- every launch matches its kernel's C signature (recorded on CPU, not run) ---------------------
 
-_C_TYPES = {"int": np.int32, "long long": np.int64, "unsigned long long": np.uint64,
-            "float": np.float32}
-_POINTEE = {"float": torch.float32, "f16": torch.float16, "bf16": torch.bfloat16,
-            "long long": torch.int64}
-
-
 @pytest.fixture
 def recorded_launches(monkeypatch):
     """Launchers run on CPU tensors with `require_cuda` passing and `launch` recording."""
@@ -207,24 +201,6 @@ def recorded_launches(monkeypatch):
         monkeypatch.setattr(module, "require_cuda",
                             lambda op, **t: torch.device("cpu"), raising=False)
     return calls
-
-
-def _check_launch(fam, kernel, grid, block, args):
-    signatures = kernel_signatures(fam)
-    assert kernel in signatures, f"{fam}.cu has no kernel {kernel}"
-    types = signatures[kernel]
-    assert len(args) == len(types), f"{kernel}: {len(args)} arguments for {len(types)} params"
-    for i, (arg, ctype) in enumerate(zip(args, types)):
-        where = f"{kernel} argument {i} ({ctype})"
-        if ctype.endswith("*"):
-            assert arg is None or isinstance(arg, torch.Tensor), where
-            if arg is not None:
-                assert arg.dtype == _POINTEE[ctype[:-1].strip()], f"{where}: {arg.dtype}"
-                assert arg.is_contiguous() or _runtime.is_dense(arg), f"{where}: not dense"
-        else:
-            assert type(arg) is _C_TYPES[ctype], f"{where}: {type(arg).__name__}"
-    assert 0 < int(np.prod(block)) <= 1024 and block[0] % 32 == 0, f"{kernel}: block {block}"
-    assert all(0 < g for g in grid) and all(g <= 65535 for g in grid[1:]), f"{kernel}: {grid}"
 
 
 GELU = Activation.make("gelu")
@@ -289,7 +265,7 @@ def test_launches_match_kernel_signatures(fam, name, make_args, dtype, recorded_
     getattr(family(fam), name)(*make_args(dtype))
     assert recorded_launches, f"{name} launched no kernel"
     for launch_family, kernel, _device, grid, block, args, *rest in recorded_launches:
-        _check_launch(launch_family, kernel, grid, block, args)
+        check_cupy_launch(launch_family, kernel, grid, block, args)
 
 
 # --- on a GPU: the cupy backend against the NumPy reference ---------------------------------------

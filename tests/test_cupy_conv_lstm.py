@@ -20,11 +20,10 @@ import math
 import shutil
 import subprocess
 
-import numpy as np
 import pytest
 import torch
 
-from helpers import cupy_gpu, in_layout, kernel_signatures, reference_launch
+from helpers import check_cupy_launch, cupy_gpu, in_layout, kernel_signatures, reference_launch
 
 import gpudnn
 from gpudnn.kernels import alloc
@@ -143,27 +142,6 @@ def test_lstm_plan_keeps_w_hh_on_chip_up_to_the_shared_memory_limit():
 
 
 # --- recorded launches against the kernels' C signatures ------------------------------------------
-
-_C_TYPES = {"int": np.int32, "long long": np.int64, "float": np.float32}
-_POINTEE = {"float": torch.float32, "f16": torch.float16, "bf16": torch.bfloat16,
-            "unsigned int": torch.int32}  # the barrier words: int32 storage, same bits
-
-
-def _check_launch(fam, kernel, grid, block, args):
-    types = kernel_signatures(fam).get(kernel)
-    assert types is not None, f"{fam}.cu has no kernel {kernel}"
-    assert len(args) == len(types), f"{kernel}: {len(args)} arguments for {len(types)} params"
-    for i, (arg, ctype) in enumerate(zip(args, types)):
-        where = f"{kernel} argument {i} ({ctype})"
-        if ctype.endswith("*"):
-            assert arg is None or isinstance(arg, torch.Tensor), where
-            if arg is not None:
-                assert arg.dtype == _POINTEE[ctype[:-1].strip()], f"{where}: {arg.dtype}"
-        else:
-            assert type(arg) is _C_TYPES[ctype], f"{where}: {type(arg).__name__}"
-    assert 0 < int(np.prod(block)) <= 1024 and block[0] % 32 == 0, f"{kernel}: block {block}"
-    assert all(0 < g for g in grid) and all(g <= 65535 for g in grid[1:]), f"{kernel}: {grid}"
-
 
 # --- the emulated device: the kernel sources built for the host ----------------------------------
 
@@ -316,7 +294,7 @@ def emulated(monkeypatch, request):
     calls = []
 
     def fake_launch(fam, kernel, device, grid, block, args, shared_mem=0):
-        _check_launch(fam, kernel, grid, block, args)
+        check_cupy_launch(fam, kernel, grid, block, args)
         calls.append(kernel)
         base, s = kernel.rsplit("_", 1)
         if s != "f32":

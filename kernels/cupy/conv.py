@@ -243,11 +243,10 @@ def conv2d_forward(x, weight, bias, stride, padding, dilation, groups, act):
     return _finish(s, z, bias, act, x.shape[0], out_hw, _output_channels_last(x, weight))
 
 
-def conv2d_backward(grad_y, x, weight, saved, stride, padding, dilation, groups, act, needs):
-    op = "conv2d_backward"
-    s, stride, top_left, dilation, out_hw = _conv2d_shapes(
-        op, x, weight, None, stride, padding, dilation, groups)
-    expected = (x.shape[0], weight.shape[0], *out_hw)
+def _backward_prologue(op, s, grad_y, expected, x, weight, saved, act, needs):
+    """The checks and first steps shared by the conv backward launchers: grad_y must be
+    ``expected``; returns (dz, grad_bias, need_x, need_w) with dz the canonical [Cout, N*H*W]
+    pre-activation gradient and grad_bias None unless needs[2]."""
     if tuple(grad_y.shape) != expected:
         raise ValueError(f"{op}: grad_y must be {list(expected)}, got {tuple(grad_y.shape)}")
     _check_activation_saved(op, grad_y, saved, act)
@@ -255,7 +254,15 @@ def conv2d_backward(grad_y, x, weight, saved, stride, padding, dilation, groups,
     need_x, need_w, need_b = (tuple(needs) + (False, False, False))[:3]
     require_cuda(op, grad_y=grad_y, x=x, weight=weight, saved=saved)
     dz = _canonical(s, grad_y, saved, act)
-    grad_bias = _bias_grad(s, dz) if need_b else None
+    return dz, _bias_grad(s, dz) if need_b else None, need_x, need_w
+
+
+def conv2d_backward(grad_y, x, weight, saved, stride, padding, dilation, groups, act, needs):
+    op = "conv2d_backward"
+    s, stride, top_left, dilation, out_hw = _conv2d_shapes(
+        op, x, weight, None, stride, padding, dilation, groups)
+    dz, grad_bias, need_x, need_w = _backward_prologue(
+        op, s, grad_y, (x.shape[0], weight.shape[0], *out_hw), x, weight, saved, act, needs)
     grad_weight = None
     if need_w:
         cols = _columns(s, x, weight.shape[2:], stride, top_left, dilation, out_hw)
@@ -311,15 +318,9 @@ def conv_transpose2d_backward(grad_y, x, weight, saved, stride, padding, output_
     op = "conv_transpose2d_backward"
     s, stride, padding, dilation, out_hw = _transpose_shapes(
         op, x, weight, None, stride, padding, output_padding, groups, dilation)
-    expected = (x.shape[0], weight.shape[1] * groups, *out_hw)
-    if tuple(grad_y.shape) != expected:
-        raise ValueError(f"{op}: grad_y must be {list(expected)}, got {tuple(grad_y.shape)}")
-    _check_activation_saved(op, grad_y, saved, act)
-    same_dtype(op, grad_y=grad_y, x=x, saved=saved)
-    need_x, need_w, need_b = (tuple(needs) + (False, False, False))[:3]
-    require_cuda(op, grad_y=grad_y, x=x, weight=weight, saved=saved)
-    dz = _canonical(s, grad_y, saved, act)  # [Cout, N*Hout*Wout]
-    grad_bias = _bias_grad(s, dz) if need_b else None
+    dz, grad_bias, need_x, need_w = _backward_prologue(  # dz: [Cout, N*Hout*Wout]
+        op, s, grad_y, (x.shape[0], weight.shape[1] * groups, *out_hw), x, weight, saved, act,
+        needs)
     n, cout = x.shape[0], dz.shape[0]
     # dz as an [N, Cout, Hout, Wout] view of the canonical buffer: im2col reads any strides
     dz_nchw = dz.view(cout, n, *out_hw).permute(1, 0, 2, 3)

@@ -3,7 +3,8 @@
 - ``plan``: how a kernel walks several same-shaped tensors: one flat pass over storage when they
   share one dense layout (contiguous, channels_last, any permutation without gaps), else logical
   row-major indices mapped to each tensor's storage through (up to 6 collapsed) strides.
-- ``block_indices`` / ``strided_offset``: the matching @triton.jit index helpers.
+- ``block_indices`` / ``strided_offset`` / ``element_offset``: the matching @triton.jit index
+  helpers.
 - ``sum_partials``: a deterministic finishing reduction of per-program partial sums.
 """
 from __future__ import annotations
@@ -99,6 +100,17 @@ def strided_offset(i, s1, s2, s3, s4, s5, t0, t1, t2, t3, t4, t5):
     off += (r % s1) * t1
     r = r // s1
     off += r * t0
+    return off
+
+
+@triton.jit
+def element_offset(i, FLAT: tl.constexpr, s1, s2, s3, s4, s5, t0, t1, t2, t3, t4, t5):
+    """Storage offset of logical index i: i itself when FLAT (a dense layout shared by every
+    tensor the kernel walks), else ``strided_offset``."""
+    if FLAT:
+        off = i
+    else:
+        off = strided_offset(i, s1, s2, s3, s4, s5, t0, t1, t2, t3, t4, t5)
     return off
 
 

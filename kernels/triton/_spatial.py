@@ -4,6 +4,8 @@
   pixel it reads. Forward convolution / pooling read ``src = dst * stride - pad + tap * dil``;
   the "transposed" direction (dgrad, conv_transpose2d forward, pooling backward) reads
   ``src = (dst + pad - tap * dil) / stride`` where that division is exact.
+* ``pixel_coords`` / ``pixel_channel_tile``: the one decoding of flat NHW pixel indices and of a
+  program's [pixels, channels] tile.
 * torch's memory-format rule (``suggest_memory_format``), so outputs come back in the format
   torch would return.
 * AOT signature building from a kernel's argument names.
@@ -38,6 +40,28 @@ def source_coords(dst_h, dst_w, r, s, SRC_H, SRC_W, stride_h, stride_w, pad_h, p
         ok = (src_h >= 0) & (src_w >= 0)
     ok = ok & (src_h < SRC_H) & (src_w < SRC_W)
     return src_h, src_w, ok
+
+
+@triton.jit
+def pixel_coords(pix, H, W):
+    """(img, h, w) of flat pixel indices pix = (img * H + h) * W + w; each has pix's shape."""
+    w = pix % W
+    h = (pix // W) % H
+    img = pix // (W * H)
+    return img, h, w
+
+
+@triton.jit
+def pixel_channel_tile(BATCH, H, W, C, BLOCK_P: tl.constexpr, BLOCK_C: tl.constexpr):
+    """This program's tile of the [BATCH*H*W pixels, C channels] grid (pixel blocks along
+    program_id(0), channel blocks along program_id(1)): its pixels' (img, h, w) and mask, its
+    channels and their mask."""
+    offs_p = tl.program_id(0) * BLOCK_P + tl.arange(0, BLOCK_P)
+    p_ok = offs_p < BATCH * H * W
+    img, h, w = pixel_coords(offs_p, H, W)
+    offs_c = tl.program_id(1) * BLOCK_C + tl.arange(0, BLOCK_C)
+    c_ok = offs_c < C
+    return img, h, w, p_ok, offs_c, c_ok
 
 
 def suggests_channels_last(t: torch.Tensor) -> bool:

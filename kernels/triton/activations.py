@@ -140,14 +140,9 @@ def _activation_kernel(out_ptr, a_ptr, b_ptr, numel,
     """
     i = _pointwise.block_indices(BLOCK, I64)
     mask = i < numel
-    if FLAT:
-        off_o = i
-        off_a = i
-        off_b = i
-    else:
-        off_o = _pointwise.strided_offset(i, s1, s2, s3, s4, s5, o0, o1, o2, o3, o4, o5)
-        off_a = _pointwise.strided_offset(i, s1, s2, s3, s4, s5, a0, a1, a2, a3, a4, a5)
-        off_b = _pointwise.strided_offset(i, s1, s2, s3, s4, s5, b0, b1, b2, b3, b4, b5)
+    off_o = _pointwise.element_offset(i, FLAT, s1, s2, s3, s4, s5, o0, o1, o2, o3, o4, o5)
+    off_a = _pointwise.element_offset(i, FLAT, s1, s2, s3, s4, s5, a0, a1, a2, a3, a4, a5)
+    off_b = _pointwise.element_offset(i, FLAT, s1, s2, s3, s4, s5, b0, b1, b2, b3, b4, b5)
     a = tl.load(a_ptr + off_a, mask=mask, other=0.0)
     if BACKWARD:
         b = tl.load(b_ptr + off_b, mask=mask, other=0.0)

@@ -29,13 +29,34 @@ import triton.language as tl
 from .. import alloc
 from ..limits import check_grid
 from ..activations import Activation, code_of, param_of
-from ._spatial import empty_4d, nhwc, signature, source_coords, strides4, suggests_channels_last
+from ._spatial import (empty_4d, nhwc, pixel_channel_tile, pixel_coords, signature, source_coords,
+                       strides4, suggests_channels_last)
 from .activations import activation_grad, apply_activation
 from .aot import AOTConfig
 
 # ---------------------------------------------------------------------------------------------
 # kernels
 # ---------------------------------------------------------------------------------------------
+
+
+@triton.jit
+def _store_output(acc, bias_ptr, dst_ptr, z_ptr, act_param, img, dst_h, dst_w, pix_ok, chan,
+                  chan_ok, dst_sn, dst_sc, dst_sh, dst_sw, HAS_BIAS, ACT: tl.constexpr,
+                  EPILOGUE_ACT: tl.constexpr, STORE_Z: tl.constexpr):
+    """The fused epilogue of a [pixels, channels] fp32 tile acc: + bias[chan] (when
+    HAS_BIAS != 0), stored to z (when STORE_Z), the activation applied (when EPILOGUE_ACT) and
+    stored to dst. Pixels (img, dst_h, dst_w) with mask pix_ok, channels chan with mask chan_ok;
+    dst and z share the strides dst_s*."""
+    if HAS_BIAS != 0:
+        bias = tl.load(bias_ptr + chan, mask=chan_ok, other=0.0)
+        acc += bias.to(tl.float32)[None, :]
+    d_offs = (img * dst_sn + dst_h * dst_sh + dst_w * dst_sw)[:, None] + (chan * dst_sc)[None, :]
+    d_mask = pix_ok[:, None] & chan_ok[None, :]
+    if STORE_Z:
+        tl.store(z_ptr + d_offs, acc.to(z_ptr.dtype.element_ty), mask=d_mask)
+    if EPILOGUE_ACT:
+        acc = apply_activation(acc, ACT, act_param)
+    tl.store(dst_ptr + d_offs, acc.to(dst_ptr.dtype.element_ty), mask=d_mask)
 
 
 @triton.jit
@@ -118,17 +139,9 @@ def _conv_gemm_kernel(
                             mask=k_ok[:, None] & n_ok[None, :], other=0.0)
                 acc = tl.dot(a, b, acc, input_precision=PRECISION)
 
-    out_c = g * DST_G + offs_n
-    if HAS_BIAS != 0:
-        bias = tl.load(bias_ptr + out_c, mask=n_ok, other=0.0)
-        acc += bias.to(tl.float32)[None, :]
-    d_offs = (img * dst_sn + dst_p * dst_sh + dst_q * dst_sw)[:, None] + (out_c * dst_sc)[None, :]
-    d_mask = m_ok[:, None] & n_ok[None, :]
-    if STORE_Z:
-        tl.store(z_ptr + d_offs, acc.to(z_ptr.dtype.element_ty), mask=d_mask)
-    if EPILOGUE_ACT:
-        acc = apply_activation(acc, ACT, act_param)
-    tl.store(dst_ptr + d_offs, acc.to(dst_ptr.dtype.element_ty), mask=d_mask)
+    _store_output(acc, bias_ptr, dst_ptr, z_ptr, act_param, img, dst_p, dst_q, m_ok,
+                  g * DST_G + offs_n, n_ok, dst_sn, dst_sc, dst_sh, dst_sw, HAS_BIAS, ACT,
+                  EPILOGUE_ACT, STORE_Z)
 
 
 @triton.jit
@@ -169,9 +182,7 @@ def _conv_wgrad_kernel(
     for k0 in range(0, PIX_PER_SPLIT, BLOCK_K):
         pix = split * PIX_PER_SPLIT + k0 + tl.arange(0, BLOCK_K)
         pix_ok = pix < num_pix
-        q = pix % A_W
-        p = (pix // A_W) % A_H
-        img = pix // (A_W * A_H)
+        img, p, q = pixel_coords(pix, A_H, A_W)
         a_offs = a_chan[:, None] + (img * a_sn + p * a_sh + q * a_sw)[None, :]
         a_mask = a_ok[:, None] & pix_ok[None, :]
         a = tl.load(a_ptr + a_offs, mask=a_mask, other=0.0)
@@ -216,15 +227,8 @@ def _depthwise_kernel(
     grad_x[c] = sum_{tap, m < MULT} grad_y[c*MULT + m] * w[c*MULT + m]; src_saved (same shape
     and strides as src) is read when SRC_ACT_GRAD. bias [DST_C]; z like dst (when STORE_Z).
     """
-    pid_p = tl.program_id(0)
-    pid_c = tl.program_id(1)
-    offs_p = pid_p * BLOCK_P + tl.arange(0, BLOCK_P)
-    p_ok = offs_p < BATCH * DST_H * DST_W
-    dst_q = offs_p % DST_W
-    dst_p = (offs_p // DST_W) % DST_H
-    img = offs_p // (DST_W * DST_H)
-    offs_c = pid_c * BLOCK_C + tl.arange(0, BLOCK_C)
-    c_ok = offs_c < DST_C
+    img, dst_p, dst_q, p_ok, offs_c, c_ok = pixel_channel_tile(BATCH, DST_H, DST_W, DST_C,
+                                                              BLOCK_P, BLOCK_C)
     acc = tl.zeros((BLOCK_P, BLOCK_C), dtype=tl.float32)
     for tap in range(0, KH * KW):
         r = tap // KW
@@ -249,17 +253,25 @@ def _depthwise_kernel(
             wv = tl.load(w_ptr + offs_c * w_sc + r * w_sr + s * w_ss, mask=c_ok, other=0.0)
             acc += v * wv.to(tl.float32)[None, :]
 
-    if HAS_BIAS != 0:
-        bias = tl.load(bias_ptr + offs_c, mask=c_ok, other=0.0)
-        acc += bias.to(tl.float32)[None, :]
-    d_offs = (img * dst_sn + dst_p * dst_sh + dst_q * dst_sw)[:, None] \
-        + (offs_c * dst_sc)[None, :]
-    d_mask = p_ok[:, None] & c_ok[None, :]
-    if STORE_Z:
-        tl.store(z_ptr + d_offs, acc.to(z_ptr.dtype.element_ty), mask=d_mask)
-    if EPILOGUE_ACT:
-        acc = apply_activation(acc, ACT, act_param)
-    tl.store(dst_ptr + d_offs, acc.to(dst_ptr.dtype.element_ty), mask=d_mask)
+    _store_output(acc, bias_ptr, dst_ptr, z_ptr, act_param, img, dst_p, dst_q, p_ok, offs_c,
+                  c_ok, dst_sn, dst_sc, dst_sh, dst_sw, HAS_BIAS, ACT, EPILOGUE_ACT, STORE_Z)
+
+
+@triton.jit
+def _load_pixels(src_ptr, saved_ptr, act_param, pix, num_pix, H, W, offs_c, c_ok,
+                 s_sn, s_sc, s_sh, s_sw, ACT: tl.constexpr):
+    """The fp32 [pixels, channels] tile of src [BATCH, C, H, W] (strides s_s*; saved: same shape
+    and strides, read when ACT != 0 to apply activation_grad) at flat pixels pix < num_pix and
+    channels offs_c (mask c_ok), 0 outside; with the pixels' (img, h, w) and their mask."""
+    pix_ok = pix < num_pix
+    img, h, w = pixel_coords(pix, H, W)
+    offs = (img * s_sn + h * s_sh + w * s_sw)[:, None] + (offs_c * s_sc)[None, :]
+    mask = pix_ok[:, None] & c_ok[None, :]
+    v = tl.load(src_ptr + offs, mask=mask, other=0.0).to(tl.float32)
+    if ACT != 0:
+        saved = tl.load(saved_ptr + offs, mask=mask, other=0.0)
+        v = activation_grad(v, saved.to(tl.float32), ACT, act_param)
+    return v, img, h, w, pix_ok
 
 
 @triton.jit
@@ -286,16 +298,8 @@ def _depthwise_wgrad_kernel(
     acc = tl.zeros((BLOCK_P, BLOCK_C), dtype=tl.float32)
     for k0 in range(0, PIX_PER_SPLIT, BLOCK_P):
         pix = split * PIX_PER_SPLIT + k0 + tl.arange(0, BLOCK_P)
-        pix_ok = pix < num_pix
-        q = pix % DY_W
-        p = (pix // DY_W) % DY_H
-        img = pix // (DY_W * DY_H)
-        dy_offs = (img * dy_sn + p * dy_sh + q * dy_sw)[:, None] + (offs_c * dy_sc)[None, :]
-        dy_mask = pix_ok[:, None] & c_ok[None, :]
-        g = tl.load(dy_ptr + dy_offs, mask=dy_mask, other=0.0).to(tl.float32)
-        if ACT != 0:
-            saved = tl.load(saved_ptr + dy_offs, mask=dy_mask, other=0.0)
-            g = activation_grad(g, saved.to(tl.float32), ACT, act_param)
+        g, img, p, q, pix_ok = _load_pixels(dy_ptr, saved_ptr, act_param, pix, num_pix, DY_H,
+                                            DY_W, offs_c, c_ok, dy_sn, dy_sc, dy_sh, dy_sw, ACT)
         xh, xw, x_in = source_coords(p, q, r, s, X_H, X_W, stride_h, stride_w, pad_h, pad_w,
                                      dil_h, dil_w, False)
         x_offs = (img * x_sn + xh * x_sh + xw * x_sw)[:, None] + ((offs_c // MULT) * x_sc)[None, :]
@@ -322,16 +326,8 @@ def _channel_sum_kernel(
     acc = tl.zeros((BLOCK_P, BLOCK_C), dtype=tl.float32)
     for k0 in range(0, PIX_PER_SPLIT, BLOCK_P):
         pix = split * PIX_PER_SPLIT + k0 + tl.arange(0, BLOCK_P)
-        pix_ok = pix < num_pix
-        q = pix % W
-        p = (pix // W) % H
-        img = pix // (W * H)
-        offs = (img * s_sn + p * s_sh + q * s_sw)[:, None] + (offs_c * s_sc)[None, :]
-        mask = pix_ok[:, None] & c_ok[None, :]
-        v = tl.load(src_ptr + offs, mask=mask, other=0.0).to(tl.float32)
-        if ACT != 0:
-            saved = tl.load(saved_ptr + offs, mask=mask, other=0.0)
-            v = activation_grad(v, saved.to(tl.float32), ACT, act_param)
+        v, _, _, _, _ = _load_pixels(src_ptr, saved_ptr, act_param, pix, num_pix, H, W, offs_c,
+                                     c_ok, s_sn, s_sc, s_sh, s_sw, ACT)
         acc += v
     tl.store(out_ptr + split * C + offs_c, tl.sum(acc, axis=0), mask=c_ok)
 

@@ -261,14 +261,9 @@ def _pointwise_loss_kernel(x_ptr, t_ptr, out_ptr, numel, s1, s2, s3, s4, s5,
     """
     i = _pointwise.block_indices(BLOCK, I64)
     mask = i < numel
-    if FLAT:
-        off_x = i
-        off_t = i
-        off_o = i
-    else:
-        off_x = _pointwise.strided_offset(i, s1, s2, s3, s4, s5, x0, x1, x2, x3, x4, x5)
-        off_t = _pointwise.strided_offset(i, s1, s2, s3, s4, s5, t0, t1, t2, t3, t4, t5)
-        off_o = _pointwise.strided_offset(i, s1, s2, s3, s4, s5, o0, o1, o2, o3, o4, o5)
+    off_x = _pointwise.element_offset(i, FLAT, s1, s2, s3, s4, s5, x0, x1, x2, x3, x4, x5)
+    off_t = _pointwise.element_offset(i, FLAT, s1, s2, s3, s4, s5, t0, t1, t2, t3, t4, t5)
+    off_o = _pointwise.element_offset(i, FLAT, s1, s2, s3, s4, s5, o0, o1, o2, o3, o4, o5)
     x = tl.load(x_ptr + off_x, mask=mask, other=0.0).to(tl.float32)
     t = tl.load(t_ptr + off_t, mask=mask, other=0.0).to(tl.float32)
     if KIND == 0:  # max(x, 0) - x t + log1p(exp(-|x|)): no overflow for any x
@@ -298,18 +293,11 @@ def _pointwise_loss_grad_kernel(g_ptr, x_ptr, t_ptr, gx_ptr, gt_ptr, numel, scal
     """
     i = _pointwise.block_indices(BLOCK, I64)
     mask = i < numel
-    if FLAT:
-        off_g = i
-        off_x = i
-        off_t = i
-        off_a = i
-        off_b = i
-    else:
-        off_g = _pointwise.strided_offset(i, s1, s2, s3, s4, s5, g0, g1, g2, g3, g4, g5)
-        off_x = _pointwise.strided_offset(i, s1, s2, s3, s4, s5, x0, x1, x2, x3, x4, x5)
-        off_t = _pointwise.strided_offset(i, s1, s2, s3, s4, s5, t0, t1, t2, t3, t4, t5)
-        off_a = _pointwise.strided_offset(i, s1, s2, s3, s4, s5, a0, a1, a2, a3, a4, a5)
-        off_b = _pointwise.strided_offset(i, s1, s2, s3, s4, s5, b0, b1, b2, b3, b4, b5)
+    off_g = _pointwise.element_offset(i, FLAT, s1, s2, s3, s4, s5, g0, g1, g2, g3, g4, g5)
+    off_x = _pointwise.element_offset(i, FLAT, s1, s2, s3, s4, s5, x0, x1, x2, x3, x4, x5)
+    off_t = _pointwise.element_offset(i, FLAT, s1, s2, s3, s4, s5, t0, t1, t2, t3, t4, t5)
+    off_a = _pointwise.element_offset(i, FLAT, s1, s2, s3, s4, s5, a0, a1, a2, a3, a4, a5)
+    off_b = _pointwise.element_offset(i, FLAT, s1, s2, s3, s4, s5, b0, b1, b2, b3, b4, b5)
     if G_SCALAR:
         g = tl.load(g_ptr).to(tl.float32) * scale
     else:

@@ -46,6 +46,15 @@ def _gate_dot(a, w_ptr, gate_rows, offs_k, mask_wk, stride_wr, stride_wc, acc,
 
 
 @triton.jit
+def _step_tile(batch, hidden, BLOCK_B: tl.constexpr, BLOCK_H: tl.constexpr):
+    """This program's batch rows (program_id(1)) and hidden units (program_id(0)) of a step,
+    and their masks."""
+    offs_b = tl.program_id(1) * BLOCK_B + tl.arange(0, BLOCK_B)
+    offs_h = tl.program_id(0) * BLOCK_H + tl.arange(0, BLOCK_H)
+    return offs_b, offs_h, offs_b < batch, offs_h < hidden
+
+
+@triton.jit
 def _lstm_step_forward_kernel(
         x_proj_ptr, w_hh_ptr, h_prev_ptr, c_prev_ptr, h_ptr, c_ptr, gates_ptr,
         batch, hidden,
@@ -60,12 +69,7 @@ def _lstm_step_forward_kernel(
     h_ptr [B, H] contiguous (output h_t); c_ptr [B, H] contiguous fp32 (output c_t);
     gates_ptr [B, 4H] contiguous: i, f, g, o after their nonlinearities, stored iff STORE_GATES.
     """
-    pid_h = tl.program_id(0)
-    pid_b = tl.program_id(1)
-    offs_b = pid_b * BLOCK_B + tl.arange(0, BLOCK_B)
-    offs_h = pid_h * BLOCK_H + tl.arange(0, BLOCK_H)
-    mask_b = offs_b < batch
-    mask_h = offs_h < hidden
+    offs_b, offs_h, mask_b, mask_h = _step_tile(batch, hidden, BLOCK_B, BLOCK_H)
     rows_i = offs_h.to(tl.int64)
     rows_f = rows_i + hidden
     rows_g = rows_f + hidden
@@ -136,12 +140,7 @@ def _lstm_step_backward_kernel(
     gates_ptr [B, 4H] contiguous: saved i, f, g, o; c_ptr, c_prev_ptr [B, H] contiguous fp32:
     c_t and c_{t-1}; grad_pre_ptr [B, 4H] contiguous: output dA_t (pre-activation gradient).
     """
-    pid_h = tl.program_id(0)
-    pid_b = tl.program_id(1)
-    offs_b = pid_b * BLOCK_B + tl.arange(0, BLOCK_B)
-    offs_h = pid_h * BLOCK_H + tl.arange(0, BLOCK_H)
-    mask_b = offs_b < batch
-    mask_h = offs_h < hidden
+    offs_b, offs_h, mask_b, mask_h = _step_tile(batch, hidden, BLOCK_B, BLOCK_H)
     mask = mask_b[:, None] & mask_h[None, :]
     rows64 = offs_b.to(tl.int64)
     cols64 = offs_h.to(tl.int64)

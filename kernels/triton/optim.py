@@ -77,13 +77,10 @@ def _div(x, y):
 
 
 @triton.jit
-def _sgd_block(param_ptr, grad_ptr, buf_ptr, offs, numel, fresh, lr, weight_decay, momentum,
+def _sgd_block(param_ptr, grad_ptr, buf_ptr, offs, mask, fresh, lr, weight_decay, momentum,
                dampening, grad_sign, ACC: tl.constexpr, HAS_MOMENTUM: tl.constexpr,
-               NESTEROV: tl.constexpr, MASKED: tl.constexpr):
-    if MASKED:
-        mask = offs < numel
-    else:
-        mask = None
+               NESTEROV: tl.constexpr):
+    """One SGD block at element offsets offs; mask: offs < numel, or None for a whole block."""
     p = tl.load(param_ptr + offs, mask=mask).to(ACC)
     g = tl.load(grad_ptr + offs, mask=mask).to(ACC) * grad_sign
     if weight_decay != 0.0:
@@ -124,23 +121,20 @@ def sgd_kernel(table_ptr, chunks_ptr, scalars_ptr, DTYPE: tl.constexpr, ACC: tl.
     grad_ptr = _typed(row, 1, DTYPE)
     buf_ptr = _typed(row, 2, DTYPE)
     offs = start + tl.arange(0, BLOCK).to(tl.int64)
-    if start + BLOCK <= numel:
-        _sgd_block(param_ptr, grad_ptr, buf_ptr, offs, numel, fresh, lr, weight_decay, momentum,
-                   dampening, grad_sign, ACC, HAS_MOMENTUM, NESTEROV, False)
+    if start + BLOCK <= numel:  # a whole block: unmasked accesses
+        _sgd_block(param_ptr, grad_ptr, buf_ptr, offs, None, fresh, lr, weight_decay, momentum,
+                   dampening, grad_sign, ACC, HAS_MOMENTUM, NESTEROV)
     else:
-        _sgd_block(param_ptr, grad_ptr, buf_ptr, offs, numel, fresh, lr, weight_decay, momentum,
-                   dampening, grad_sign, ACC, HAS_MOMENTUM, NESTEROV, True)
+        _sgd_block(param_ptr, grad_ptr, buf_ptr, offs, offs < numel, fresh, lr, weight_decay,
+                   momentum, dampening, grad_sign, ACC, HAS_MOMENTUM, NESTEROV)
 
 
 @triton.jit
-def _adam_block(param_ptr, grad_ptr, exp_avg_ptr, exp_avg_sq_ptr, max_sq_ptr, offs, numel,
+def _adam_block(param_ptr, grad_ptr, exp_avg_ptr, exp_avg_sq_ptr, max_sq_ptr, offs, mask,
                 step_size, bias_correction2_sqrt, param_decay, weight_decay, one_minus_beta1,
                 beta2, one_minus_beta2, eps, grad_sign, ACC: tl.constexpr,
-                AMSGRAD: tl.constexpr, MASKED: tl.constexpr):
-    if MASKED:
-        mask = offs < numel
-    else:
-        mask = None
+                AMSGRAD: tl.constexpr):
+    """One Adam block at element offsets offs; mask: offs < numel, or None for a whole block."""
     p = tl.load(param_ptr + offs, mask=mask).to(ACC)
     g = tl.load(grad_ptr + offs, mask=mask).to(ACC) * grad_sign
     m = tl.load(exp_avg_ptr + offs, mask=mask).to(ACC)
@@ -192,14 +186,14 @@ def adam_kernel(table_ptr, chunks_ptr, scalars_ptr, DTYPE: tl.constexpr, ACC: tl
     exp_avg_sq_ptr = _typed(row, 3, DTYPE)
     max_sq_ptr = _typed(row, 4, DTYPE)
     offs = start + tl.arange(0, BLOCK).to(tl.int64)
-    if start + BLOCK <= numel:
-        _adam_block(param_ptr, grad_ptr, exp_avg_ptr, exp_avg_sq_ptr, max_sq_ptr, offs, numel,
+    if start + BLOCK <= numel:  # a whole block: unmasked accesses
+        _adam_block(param_ptr, grad_ptr, exp_avg_ptr, exp_avg_sq_ptr, max_sq_ptr, offs, None,
                     step_size, bias_correction2_sqrt, param_decay, weight_decay, one_minus_beta1,
-                    beta2, one_minus_beta2, eps, grad_sign, ACC, AMSGRAD, False)
+                    beta2, one_minus_beta2, eps, grad_sign, ACC, AMSGRAD)
     else:
-        _adam_block(param_ptr, grad_ptr, exp_avg_ptr, exp_avg_sq_ptr, max_sq_ptr, offs, numel,
-                    step_size, bias_correction2_sqrt, param_decay, weight_decay, one_minus_beta1,
-                    beta2, one_minus_beta2, eps, grad_sign, ACC, AMSGRAD, True)
+        _adam_block(param_ptr, grad_ptr, exp_avg_ptr, exp_avg_sq_ptr, max_sq_ptr, offs,
+                    offs < numel, step_size, bias_correction2_sqrt, param_decay, weight_decay,
+                    one_minus_beta1, beta2, one_minus_beta2, eps, grad_sign, ACC, AMSGRAD)
 
 
 # --- host side ---------------------------------------------------------------------------------

@@ -16,7 +16,8 @@ import torch
 import triton
 import triton.language as tl
 
-from ._spatial import empty_4d, signature, source_coords, strides4, suggests_channels_last
+from ._spatial import (empty_4d, pixel_channel_tile, signature, source_coords, strides4,
+                       suggests_channels_last)
 from .aot import AOTConfig
 
 POINTER_TYPES = {torch.int8: "*i8", torch.int32: "*i32"}
@@ -50,15 +51,8 @@ def _pool_forward_kernel(
     """x [BATCH, C, H, W] (strides x_s*), y and idx [BATCH, C, OUT_H, OUT_W] (strides y_s*).
     IS_MAX: y = window max, idx = its tap (_index_dtype); else y = window sum / _avg_divisor
     (idx unused; dilation must be 1)."""
-    pid_p = tl.program_id(0)
-    pid_c = tl.program_id(1)
-    offs_p = pid_p * BLOCK_P + tl.arange(0, BLOCK_P)
-    p_ok = offs_p < BATCH * OUT_H * OUT_W
-    oq = offs_p % OUT_W
-    op = (offs_p // OUT_W) % OUT_H
-    img = (offs_p // (OUT_W * OUT_H)).to(tl.int64)
-    offs_c = pid_c * BLOCK_C + tl.arange(0, BLOCK_C)
-    c_ok = offs_c < C
+    img, op, oq, p_ok, offs_c, c_ok = pixel_channel_tile(BATCH, OUT_H, OUT_W, C, BLOCK_P, BLOCK_C)
+    img = img.to(tl.int64)
     chan = (offs_c * x_sc)[None, :]
     if IS_MAX:
         best = tl.full((BLOCK_P, BLOCK_C), float("-inf"), tl.float32)
@@ -100,15 +94,8 @@ def _pool_backward_kernel(
     """dy, idx [BATCH, C, OUT_H, OUT_W] (strides dy_s*, idx_s*; idx read when IS_MAX), dx [BATCH,
     C, H, W] (strides dx_s*). dx[h, w] = sum over the windows holding (h, w) at tap t of dy, where
     idx == t (max) or divided by the window's divisor (avg)."""
-    pid_p = tl.program_id(0)
-    pid_c = tl.program_id(1)
-    offs_p = pid_p * BLOCK_P + tl.arange(0, BLOCK_P)
-    p_ok = offs_p < BATCH * H * W
-    iq = offs_p % W
-    ip = (offs_p // W) % H
-    img = (offs_p // (W * H)).to(tl.int64)
-    offs_c = pid_c * BLOCK_C + tl.arange(0, BLOCK_C)
-    c_ok = offs_c < C
+    img, ip, iq, p_ok, offs_c, c_ok = pixel_channel_tile(BATCH, H, W, C, BLOCK_P, BLOCK_C)
+    img = img.to(tl.int64)
     acc = tl.zeros((BLOCK_P, BLOCK_C), dtype=tl.float32)
     for tap in range(0, KH * KW):
         r = tap // KW
