@@ -6,9 +6,7 @@
 template <class T>
 __device__ void activation_forward_impl(const T* __restrict__ x, T* __restrict__ y,
                                         long long n, int code, float param) {
-    const long long stride = static_cast<long long>(gridDim.x) * blockDim.x;
-    for (long long i = static_cast<long long>(blockIdx.x) * blockDim.x + threadIdx.x; i < n;
-         i += stride)
+    GRID_STRIDE_LOOP(i, n)
         y[i] = from_float<T>(activation_value(code, to_float(x[i]), param));
 }
 
@@ -17,9 +15,7 @@ template <class T>
 __device__ void activation_backward_impl(const T* __restrict__ grad_y,
                                          const T* __restrict__ saved, T* __restrict__ grad_x,
                                          long long n, int code, float param) {
-    const long long stride = static_cast<long long>(gridDim.x) * blockDim.x;
-    for (long long i = static_cast<long long>(blockIdx.x) * blockDim.x + threadIdx.x; i < n;
-         i += stride)
+    GRID_STRIDE_LOOP(i, n)
         grad_x[i] = from_float<T>(to_float(grad_y[i]) *
                                   activation_derivative(code, to_float(saved[i]), param));
 }

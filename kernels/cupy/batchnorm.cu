@@ -130,9 +130,7 @@ __device__ void batch_norm_apply_impl(const T* __restrict__ x, T* __restrict__ y
                                       const float* __restrict__ invstd,
                                       const float* __restrict__ weight,
                                       const float* __restrict__ bias, int code, float param) {
-    const long long stride = static_cast<long long>(gridDim.x) * blockDim.x;
-    for (long long i = static_cast<long long>(blockIdx.x) * blockDim.x + threadIdx.x; i < n;
-         i += stride) {
+    GRID_STRIDE_LOOP(i, n) {
         const int c = channel_of(i, channels, spatial, channels_last);
         float z = (to_float(x[i]) - mean[c]) * invstd[c];
         if (weight != nullptr) z *= weight[c];
@@ -209,9 +207,7 @@ __device__ void batch_norm_backward_input_impl(
     const float* __restrict__ mean, const float* __restrict__ invstd,
     const float* __restrict__ weight, const float* __restrict__ bias,
     const float* __restrict__ sums, int training, int code, float param, int from_output) {
-    const long long stride = static_cast<long long>(gridDim.x) * blockDim.x;
-    for (long long i = static_cast<long long>(blockIdx.x) * blockDim.x + threadIdx.x; i < n;
-         i += stride) {
+    GRID_STRIDE_LOOP(i, n) {
         const int c = channel_of(i, channels, spatial, channels_last);
         const float xhat = (to_float(x[i]) - mean[c]) * invstd[c];
         float dz = batch_norm_grad_z(to_float(grad_y[i]), xhat, c, weight, bias, code, param,

@@ -171,4 +171,10 @@ __device__ __forceinline__ float activation_derivative(int code, float saved, fl
 
 // One extern "C" entry point per storage type: FOR_EACH_STORAGE_TYPE(X) expands X(float, f32),
 // X(f16, f16), X(bf16, bf16); the Python launchers pick `<name>_<suffix>`.
+// Every thread walks [0, n) in steps of the whole grid, in 64 bits: a bounded grid covers any n
+// (the launchers cap the block count), and no index product overflows.
+#define GRID_STRIDE_LOOP(i, n)                                                                 \
+    for (long long i = static_cast<long long>(blockIdx.x) * blockDim.x + threadIdx.x; i < (n); \
+         i += static_cast<long long>(gridDim.x) * blockDim.x)
+
 #define FOR_EACH_STORAGE_TYPE(X) X(float, f32) X(f16, f16) X(bf16, bf16)

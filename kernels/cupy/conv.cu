@@ -20,9 +20,7 @@ __device__ void im2col_impl(const T* __restrict__ x, T* __restrict__ cols, int n
     const long long spatial = static_cast<long long>(ho) * wo;
     const long long columns = n * spatial;
     const long long total = static_cast<long long>(c) * g.kh * g.kw * columns;
-    const long long step = static_cast<long long>(gridDim.x) * blockDim.x;
-    for (long long idx = static_cast<long long>(blockIdx.x) * blockDim.x + threadIdx.x;
-         idx < total; idx += step) {
+    GRID_STRIDE_LOOP(idx, total) {
         const long long col = idx % columns;
         const long long row = idx / columns;
         const int j = static_cast<int>(row % g.kw);
@@ -75,9 +73,7 @@ __device__ void bias_activation_impl(const T* __restrict__ z, const T* __restric
                                      long long spatial, int channels_last, int code,
                                      float param) {
     const long long total = static_cast<long long>(n) * c * spatial;
-    const long long step = static_cast<long long>(gridDim.x) * blockDim.x;
-    for (long long out = static_cast<long long>(blockIdx.x) * blockDim.x + threadIdx.x;
-         out < total; out += step) {
+    GRID_STRIDE_LOOP(out, total) {
         int b, ch;
         long long p;
         decode_dense(out, c, spatial, channels_last, b, ch, p);
@@ -98,9 +94,7 @@ __device__ void col2im_impl(const T* __restrict__ cols, const T* __restrict__ bi
     const long long out_spatial = static_cast<long long>(ho) * wo;
     const long long columns = n * out_spatial;
     const long long total = static_cast<long long>(n) * c * spatial;
-    const long long step = static_cast<long long>(gridDim.x) * blockDim.x;
-    for (long long out = static_cast<long long>(blockIdx.x) * blockDim.x + threadIdx.x;
-         out < total; out += step) {
+    GRID_STRIDE_LOOP(out, total) {
         int b, ch;
         long long p;
         decode_dense(out, c, spatial, channels_last, b, ch, p);
@@ -138,9 +132,7 @@ __device__ void activation_grad_canonical_impl(const T* __restrict__ grad_y,
                                                float param) {
     const long long spatial = static_cast<long long>(h) * w;
     const long long total = static_cast<long long>(n) * c * spatial;
-    const long long step = static_cast<long long>(gridDim.x) * blockDim.x;
-    for (long long idx = static_cast<long long>(blockIdx.x) * blockDim.x + threadIdx.x;
-         idx < total; idx += step) {
+    GRID_STRIDE_LOOP(idx, total) {
         const long long p = idx % spatial;
         const int b = static_cast<int>((idx / spatial) % n);
         const int ch = static_cast<int>(idx / (spatial * n));

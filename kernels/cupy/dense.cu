@@ -9,9 +9,7 @@ template <class T>
 __device__ void bias_activation_forward_impl(T* z, const T* __restrict__ bias, T* y,
                                              long long rows, int cols, int code, float param) {
     const long long n = rows * cols;
-    const long long stride = static_cast<long long>(gridDim.x) * blockDim.x;
-    for (long long i = static_cast<long long>(blockIdx.x) * blockDim.x + threadIdx.x; i < n;
-         i += stride) {
+    GRID_STRIDE_LOOP(i, n) {
         float v = to_float(z[i]);
         if (bias != nullptr) v = to_float(from_float<T>(v + to_float(bias[i % cols])));
         if (y != z) z[i] = from_float<T>(v);

@@ -10,9 +10,7 @@
 template <class T>
 __device__ void dropout_impl(const T* __restrict__ x, T* __restrict__ y, long long n,
                              unsigned long long seed, long long offset, float p, float scale) {
-    const long long stride = static_cast<long long>(gridDim.x) * blockDim.x;
-    for (long long i = static_cast<long long>(blockIdx.x) * blockDim.x + threadIdx.x; i < n;
-         i += stride) {
+    GRID_STRIDE_LOOP(i, n) {
         const bool keep = philox_uniform(seed, offset + i) >= p;
         y[i] = from_float<T>(keep ? to_float(x[i]) * scale : 0.0f);
     }

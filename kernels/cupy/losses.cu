@@ -86,9 +86,7 @@ template <class T>
 __device__ void pointwise_loss_forward_impl(const T* __restrict__ x, const T* __restrict__ target,
                                             float* __restrict__ values, T* __restrict__ out,
                                             long long n, int kind) {
-    const long long stride = static_cast<long long>(gridDim.x) * blockDim.x;
-    for (long long i = static_cast<long long>(blockIdx.x) * blockDim.x + threadIdx.x; i < n;
-         i += stride) {
+    GRID_STRIDE_LOOP(i, n) {
         const float v = to_float(x[i]), t = to_float(target[i]);
         float loss;
         if (kind == LOSS_BCE_WITH_LOGITS)  // no overflow for any |x|
@@ -109,9 +107,7 @@ __device__ void pointwise_loss_backward_impl(const T* __restrict__ grad_loss,
                                              const T* __restrict__ target,
                                              T* __restrict__ grad_x, T* __restrict__ grad_target,
                                              long long n, int kind, int reduction, float count) {
-    const long long stride = static_cast<long long>(gridDim.x) * blockDim.x;
-    for (long long i = static_cast<long long>(blockIdx.x) * blockDim.x + threadIdx.x; i < n;
-         i += stride) {
+    GRID_STRIDE_LOOP(i, n) {
         float g = to_float(grad_loss[reduction == REDUCE_NONE ? i : 0]);
         if (reduction == REDUCE_MEAN) g /= count;
         const float v = to_float(x[i]), t = to_float(target[i]);

@@ -8,6 +8,17 @@ struct PoolGeometry {
     int kernel_h, kernel_w, stride_h, stride_w, pad_h, pad_w, dilation_h, dilation_w;
 };
 
+// A flat index into [planes, rows, cols] (one thread per output or per input element).
+struct PlanePixel {
+    long long plane;
+    int row, col;
+};
+
+__device__ __forceinline__ PlanePixel plane_pixel(long long i, int rows, int cols) {
+    return {i / (static_cast<long long>(cols) * rows), static_cast<int>((i / cols) % rows),
+            static_cast<int>(i % cols)};
+}
+
 // The geometry travels as 12 int kernel arguments (CuPy passes scalars, not structs).
 #define GEOMETRY_PARAMS                                                                        \
     int height, int width, int out_height, int out_width, int kernel_h, int kernel_w,          \
@@ -25,12 +36,10 @@ __device__ void max_pool2d_forward_impl(const T* __restrict__ x, T* __restrict__
                                         long long* __restrict__ indices, long long planes,
                                         PoolGeometry g) {
     const long long n = planes * g.out_height * g.out_width;
-    const long long stride = static_cast<long long>(gridDim.x) * blockDim.x;
-    for (long long o = static_cast<long long>(blockIdx.x) * blockDim.x + threadIdx.x; o < n;
-         o += stride) {
-        const int ow = static_cast<int>(o % g.out_width);
-        const int oh = static_cast<int>((o / g.out_width) % g.out_height);
-        const long long plane = o / (static_cast<long long>(g.out_width) * g.out_height);
+    GRID_STRIDE_LOOP(o, n) {
+        const PlanePixel at = plane_pixel(o, g.out_height, g.out_width);
+        const long long plane = at.plane;
+        const int oh = at.row, ow = at.col;
         const T* image = x + plane * g.height * g.width;
         float best = neg_inf();
         long long best_index = -1;
@@ -61,12 +70,10 @@ __device__ void max_pool2d_backward_impl(const T* __restrict__ grad_y,
                                          T* __restrict__ grad_x, long long planes,
                                          PoolGeometry g) {
     const long long n = planes * g.height * g.width;
-    const long long stride = static_cast<long long>(gridDim.x) * blockDim.x;
-    for (long long i = static_cast<long long>(blockIdx.x) * blockDim.x + threadIdx.x; i < n;
-         i += stride) {
-        const int iw = static_cast<int>(i % g.width);
-        const int ih = static_cast<int>((i / g.width) % g.height);
-        const long long plane = i / (static_cast<long long>(g.width) * g.height);
+    GRID_STRIDE_LOOP(i, n) {
+        const PlanePixel at = plane_pixel(i, g.height, g.width);
+        const long long plane = at.plane;
+        const int ih = at.row, iw = at.col;
         const long long out_base = plane * g.out_height * g.out_width;
         const long long here = static_cast<long long>(ih) * g.width + iw;
         float acc = 0.0f;
@@ -110,12 +117,10 @@ __device__ void avg_pool2d_forward_impl(const T* __restrict__ x, T* __restrict__
                                         long long planes, PoolGeometry g, int count_include_pad,
                                         int divisor_override) {
     const long long n = planes * g.out_height * g.out_width;
-    const long long stride = static_cast<long long>(gridDim.x) * blockDim.x;
-    for (long long o = static_cast<long long>(blockIdx.x) * blockDim.x + threadIdx.x; o < n;
-         o += stride) {
-        const int ow = static_cast<int>(o % g.out_width);
-        const int oh = static_cast<int>((o / g.out_width) % g.out_height);
-        const long long plane = o / (static_cast<long long>(g.out_width) * g.out_height);
+    GRID_STRIDE_LOOP(o, n) {
+        const PlanePixel at = plane_pixel(o, g.out_height, g.out_width);
+        const long long plane = at.plane;
+        const int oh = at.row, ow = at.col;
         const T* image = x + plane * g.height * g.width;
         const float divisor = avg_pool_divisor(oh, ow, g, count_include_pad, divisor_override);
         float acc = 0.0f;
@@ -135,12 +140,10 @@ __device__ void avg_pool2d_backward_impl(const T* __restrict__ grad_y, T* __rest
                                          long long planes, PoolGeometry g,
                                          int count_include_pad, int divisor_override) {
     const long long n = planes * g.height * g.width;
-    const long long stride = static_cast<long long>(gridDim.x) * blockDim.x;
-    for (long long i = static_cast<long long>(blockIdx.x) * blockDim.x + threadIdx.x; i < n;
-         i += stride) {
-        const int iw = static_cast<int>(i % g.width);
-        const int ih = static_cast<int>((i / g.width) % g.height);
-        const long long plane = i / (static_cast<long long>(g.width) * g.height);
+    GRID_STRIDE_LOOP(i, n) {
+        const PlanePixel at = plane_pixel(i, g.height, g.width);
+        const long long plane = at.plane;
+        const int ih = at.row, iw = at.col;
         const long long out_base = plane * g.out_height * g.out_width;
         // outputs whose window [o * s - p, o * s - p + k) contains ih (resp. iw)
         const int oh_first = max(0, (ih + g.pad_h - g.kernel_h + g.stride_h) / g.stride_h);
