@@ -9,6 +9,7 @@ from __future__ import annotations
 import contextlib
 import copy
 import math
+import os
 import traceback
 from typing import Callable, Iterable
 
@@ -20,7 +21,10 @@ from .timing import l2_bytes, measure_memory
 
 GPUDNN_BACKENDS = ("triton", "cupy")
 TORCH_BACKENDS = ("eager", "compile", "compile-max")
-BACKENDS = GPUDNN_BACKENDS + TORCH_BACKENDS + ("fused",)
+# a gpudnn backend run under other environment settings, for the cases whose instance lists it
+# in ``impls``: the LSTM without its CUDA-graph replay of the step loops shows what it buys
+VARIANTS = {"triton-no-graphs": ("triton", {"GPUDNN_CUDA_GRAPHS": "0"})}
+BACKENDS = GPUDNN_BACKENDS + tuple(VARIANTS) + TORCH_BACKENDS + ("fused",)
 COMPILE_MODES = {"compile": None, "compile-max": "max-autotune-no-cudagraphs"}
 MAX_ROTATED_SETS = 64
 
@@ -55,13 +59,32 @@ def _gpudnn_backend(name: str):
         yield
 
 
+@contextlib.contextmanager
+def _environment(settings: dict):
+    """``os.environ`` updated with ``settings`` inside (gpudnn reads its switches per launch,
+    the backward's included, so the whole measurement runs inside)."""
+    saved = {k: os.environ.get(k) for k in settings}
+    os.environ.update(settings)
+    try:
+        yield
+    finally:
+        for k, v in saved.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
+
+
 def make_runner(instance: Instance, backend: str) -> tuple[Callable, list] | None:
     """(callable(*args), extra grad leaves) of ``backend``; None when it does not apply."""
-    if backend in GPUDNN_BACKENDS:
-        fn = instance.impls["gpudnn"]()
+    if backend in GPUDNN_BACKENDS or backend in VARIANTS:
+        if backend in VARIANTS and backend not in instance.impls:
+            return None
+        fn = instance.impls[backend if backend in VARIANTS else "gpudnn"]()
+        name = VARIANTS[backend][0] if backend in VARIANTS else backend
 
         def run(*args):
-            with _gpudnn_backend(backend):
+            with _gpudnn_backend(name):
                 return fn(*args)
         return run, instance.leaves.get("gpudnn", [])
     if backend == "eager":
@@ -106,9 +129,16 @@ def input_sets(case: Case, instance: Instance, device: str) -> list[list]:
     return [first] + [instance.make_args() for _ in range(n_sets - 1)]
 
 
-def measure(case: Case, instance: Instance, backend: str, mode: str, dtype: str, timer,
-            device: str, ceilings: costs.Ceilings | None, tf32: dict, sets: list[list],
-            reference_out: dict) -> dict | None:
+def measure(case: Case, instance: Instance, backend: str, *args) -> dict | None:
+    """Time one (case, dtype, pass, backend) on ``sets`` and return its record (None: not
+    applicable); see ``_measure``. A variant backend runs under its environment settings."""
+    with _environment(VARIANTS[backend][1] if backend in VARIANTS else {}):
+        return _measure(case, instance, backend, *args)
+
+
+def _measure(case: Case, instance: Instance, backend: str, mode: str, dtype: str, timer,
+             device: str, ceilings: costs.Ceilings | None, tf32: dict, sets: list[list],
+             reference_out: dict) -> dict | None:
     """Time one (case, dtype, pass, backend) on ``sets`` and return its record (None: not
     applicable). ``reference_out`` carries eager's forward output to compare against."""
     es = torch.empty((), dtype=DTYPES[dtype]).element_size()

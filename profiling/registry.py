@@ -363,8 +363,9 @@ def _lstm_build(p, device, dtype):
     def make_args():
         return [_randn((T, B, I), device, dtype)]
 
-    return Instance(make_args, {"gpudnn": gpudnn_factory, "torch": lambda: lambda x: twin(x)[0]},
-                    leaves)
+    # "triton-no-graphs": the same module, timed without CUDA-graph replay of its step loops
+    return Instance(make_args, {"gpudnn": gpudnn_factory, "torch": lambda: lambda x: twin(x)[0],
+                                "triton-no-graphs": gpudnn_factory}, leaves)
 
 
 def lstm_case(source, steps, batch, input_size, hidden, layers=1):

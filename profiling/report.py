@@ -10,8 +10,9 @@ import json
 import os
 import tempfile
 
-BACKEND_ORDER = ("triton", "cupy", "eager", "compile", "compile-max", "fused")
-BACKEND_TITLES = {"triton": "gpudnn-triton", "cupy": "gpudnn-cupy", "eager": "torch eager",
+BACKEND_ORDER = ("triton", "triton-no-graphs", "cupy", "eager", "compile", "compile-max", "fused")
+BACKEND_TITLES = {"triton": "gpudnn-triton", "triton-no-graphs": "gpudnn-triton, no CUDA graphs",
+                  "cupy": "gpudnn-cupy", "eager": "torch eager",
                   "compile": "torch.compile", "compile-max": "compile max-autotune",
                   "fused": "torch fused"}
 SUBJECTS = ("triton", "cupy")   # the backends the speedup and ceiling columns describe

@@ -285,6 +285,32 @@ def test_profile_case_gpudnn_backend_and_graph_path(monkeypatch):
     assert "rel_err_vs_eager" not in fb
 
 
+def test_variant_backend_runs_under_its_environment_where_the_case_lists_it(monkeypatch):
+    """"triton-no-graphs" times the LSTM with GPUDNN_CUDA_GRAPHS=0 around forward and backward
+    (the reference backend stands in for triton here); cases without the variant skip it."""
+    monkeypatch.setattr(harness, "VARIANTS", {
+        "triton-no-graphs": ("reference", {"GPUDNN_CUDA_GRAPHS": "0"})})
+    monkeypatch.delenv("GPUDNN_CUDA_GRAPHS", raising=False)
+    seen = []
+
+    class EnvTimer(FakeTimer):
+        def _time(self, call, n_sets, method):
+            seen.append(os.environ.get("GPUDNN_CUDA_GRAPHS"))
+            return super()._time(call, n_sets, method)
+
+    case = registry.lstm_case("large", 3, 2, 4, 5)
+    records = harness.profile_case(case, ["fp32"], ["eager", "triton-no-graphs"],
+                                   EnvTimer(0.1), "cpu", CEILINGS, {}, log=lambda s: None)
+    variant = [r for r in records if r["backend"] == "triton-no-graphs"]
+    assert [r["status"] for r in variant] == ["ok", "ok"], variant
+    assert seen == [None, "0", None, "0"]  # eager, variant per pass; restored after each
+    assert "GPUDNN_CUDA_GRAPHS" not in os.environ
+    dense = registry.dense_case("large", 4, 4, 4, None)
+    records = harness.profile_case(dense, ["fp32"], ["triton-no-graphs"], FakeTimer(0.1), "cpu",
+                                   CEILINGS, {}, log=lambda s: None)
+    assert records == []
+
+
 def test_missing_gpudnn_op_is_recorded_not_raised():
     case = registry.dense_case("large", 4, 4, 4, None)
 

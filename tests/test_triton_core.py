@@ -593,6 +593,112 @@ def test_softmax_rows_as_a_late_program(programs_from):
     assert y_buf[lead + 100 * R:].isnan().all(), "wrote rows past n_rows"
 
 
+@pytest.fixture
+def shifted_pointers(monkeypatch):
+    """shift(t, n): kernels see ``t``'s pointer n elements early, so that a late program of a
+    huge launch, adding its 64-bit offset n, lands on the small tensor ``t``; an offset that
+    wraps in 32 bits lands gigabytes away instead (a crash, or ``t`` left NaN)."""
+    from triton.runtime import interpreter
+    real = interpreter._implicit_cvt
+    shifts = {}
+
+    def convert(arg):
+        out = real(arg)
+        if hasattr(arg, "data_ptr") and arg.data_ptr() in shifts:
+            out.handle.data[0] -= np.uint64(shifts[arg.data_ptr()])
+        return out
+    monkeypatch.setattr(interpreter, "_implicit_cvt", convert)
+
+    def shift(t: torch.Tensor, elements: int) -> torch.Tensor:
+        assert t.data_ptr() not in shifts
+        shifts[t.data_ptr()] = elements * t.element_size()
+        return t
+    return shift
+
+
+# One 16x16 tile, K (or R) = 20: two reduction steps, the second partial. "rows": the last row
+# tile of a 2^29 + 21-row operand (5 rows exist, 11 past the edge), "cols": the last column
+# tile of a 2^29 + 23-column one (7 exist); base offsets 2^29 * 20 pass 2^31.
+LATE_PID, LATE_TILE, LATE_K = 2 ** 25 + 1, 16, 20
+
+
+def _nan_buffers(*numels):
+    return [torch.full((n,), float("nan")) for n in numels]
+
+
+@needs_interpreter
+@pytest.mark.parametrize("late", ["rows", "cols"])
+def test_dense_forward_as_a_late_program(programs_from, shifted_pointers, late):
+    act = Activation.make("gelu_tanh")
+    T, K, start = LATE_TILE, LATE_K, LATE_PID * LATE_TILE
+    m, n = (5, 7) if late == "rows" else (1, 7)   # rows / columns that exist in the tile
+    M, N = (start + m, n) if late == "rows" else (m, start + n)
+    x, w, b = rand((m, K), "cpu"), rand((n, K), "cpu", 0.3), rand((n,), "cpu")
+    y, z = _nan_buffers(m * n, m * n)
+    if late == "rows":   # x, y, z: [M, .] row-major; this program's rows start at `start`
+        x_arg, w_arg, b_arg = shifted_pointers(x.clone(), start * K), w, b
+        for t in (y, z):
+            shifted_pointers(t, start * N)
+    else:                # w: [N, K], b: [N], y, z: [1, N]; this program's columns from `start`
+        x_arg, w_arg = x, shifted_pointers(w.clone(), start * K)
+        b_arg = shifted_pointers(b.clone(), start)
+        for t in (y, z):
+            shifted_pointers(t, start)
+    programs_from(LATE_PID)
+    t_dense._dense_forward_kernel[(1,)](
+        x_arg, w_arg, b_arg, y, z, M, N, K, K, 1, K, 1, act.param, HAS_BIAS=True, CODE=act.code,
+        STORE_Z=True, PRECISION="ieee", BM=T, BN=T, BK=T, GROUP=t_dense.GROUP, I64=True)
+    y_ref, z_ref = ref(r_dense.dense_forward, x, w, b, act)
+    close(z.reshape(m, n), z_ref, "z")
+    close(y.reshape(m, n), y_ref, "y")
+
+
+@needs_interpreter
+@pytest.mark.parametrize("late", ["rows", "cols"])
+def test_dense_grad_as_a_late_program(programs_from, shifted_pointers, late):
+    """c = dz b and db = row sums of dz (dz = dy * f'(s)), as the fused dW + db GEMM."""
+    act = Activation.make("gelu_tanh")
+    T, R, start = LATE_TILE, LATE_K, LATE_PID * LATE_TILE
+    p, q = (5, 7) if late == "rows" else (1, 7)
+    P, Q = (start + p, q) if late == "rows" else (p, start + q)
+    dy, s = rand((p, R), "cpu"), rand((p, R), "cpu", 2.0)
+    b = rand((q, R), "cpu").t()                     # [R, q] with strides (1, R)
+    c, db = _nan_buffers(p * q, p)
+    if late == "rows":   # dy, s: [P, R] row-major, c: [P, Q], db: [P]
+        dy_arg, s_arg = (shifted_pointers(t.clone(), start * R) for t in (dy, s))
+        b_arg = b
+        shifted_pointers(c, start * Q)
+        shifted_pointers(db, start)
+    else:                # b: [R, Q] with strides (1, R), c: [1, Q]; db is column tile 0's
+        dy_arg, s_arg = dy, s
+        b_arg = shifted_pointers(b.t().clone(), start * R).t()
+        shifted_pointers(c, start)
+    programs_from(LATE_PID)
+    t_dense._dense_grad_kernel[(1,)](
+        dy_arg, s_arg, b_arg, c, db, P, Q, R, R, 1, R, 1, 1, R, act.param, CODE=act.code,
+        COMPUTE_C=True, BIAS_GRAD=True, PRECISION="ieee", BP=T, BQ=T, BR=T, GROUP=t_dense.GROUP,
+        I64=True)
+    dz = torch.as_tensor(ref(r_act.activation_backward, dy, s, act))
+    close(c.reshape(p, q), dz @ b.double(), "c")
+    if late == "rows":
+        close(db, dz.sum(1), "db")
+    else:
+        assert db.isnan().all(), "db written by a program of column tile > 0"
+
+
+def test_dense_i64_refuses_tiles_past_int32(device, monkeypatch):
+    """Under I64 a tile's offsets are 32-bit: a tile spanning 2^31+ elements is refused, not
+    wrapped (shown with the limit lowered to 100 elements)."""
+    monkeypatch.setattr(t_dense, "INT32_LIMIT", 0)          # every launch takes I64
+    monkeypatch.setattr(t_dense._pointwise, "INT32_LIMIT", 100)
+    x, w = rand((7, 33), device), rand((4, 33), device)
+    with pytest.raises(ValueError, match="tile spans more than 2"):
+        t_dense.dense_forward(x, w, None, None)              # 6 rows * 33 + 32 > 100
+    assert t_dense._tile_fits(rand((5, 3), device), 64, 64)           # 4 * 3 + 2
+    assert t_dense._tile_fits(rand((300, 3), device)[:, :1], 16, 64)  # 16 * 3, one column
+    assert not t_dense._tile_fits(rand((300, 3), device), 64, 64)     # 64 * 3 + 2
+
+
 def test_cross_entropy_int64_decision_sees_every_row_indexed_tensor(device, monkeypatch):
     """The target (and the per-row loss / gradient) are indexed by row with their own strides:
     their spans count in the int32 / int64 decision, forward and backward."""

@@ -16,8 +16,13 @@ import tempfile
 from dataclasses import dataclass, field
 from typing import Any
 
+import torch
+
 FAMILIES = ("activations", "dense", "softmax", "losses", "dropout", "batchnorm", "conv", "pool",
             "lstm", "optim")
+# torch dtype -> the signature's type name of a pointer to it
+SIGNATURE_DTYPES = {torch.float32: "fp32", torch.float16: "fp16", torch.bfloat16: "bf16",
+                    torch.float64: "fp64"}
 
 
 @dataclass

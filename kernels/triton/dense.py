@@ -43,6 +43,23 @@ def _grouped_tile(P, Q, BP: tl.constexpr, BQ: tl.constexpr, GROUP: tl.constexpr)
 
 
 @triton.jit
+def _edge_rows(rows, start, size, I64: tl.constexpr):
+    """The row each of a tile's ``rows`` (start + [0, BLOCK)) reads: rows past the edge read a
+    valid one and are never stored, so the inner loop needs no row mask.
+
+    32-bit offsets: the row itself, wrapped modulo ``size``. I64: relative to ``start`` (the
+    caller's base pointer is already there), clamped to the last row, so it lies in [0, BLOCK)
+    and (BLOCK - 1) * stride fits in int32 (launcher-checked); a modulo-wrapped row would lie
+    up to ``start`` rows back, an offset as wide as the tensor.
+    """
+    if I64:
+        read = tl.minimum(rows, size - 1) - start
+    else:
+        read = rows % size
+    return read
+
+
+@triton.jit
 def _dense_forward_kernel(x_ptr, w_ptr, b_ptr, y_ptr, z_ptr, M, N, K,
                           stride_xm, stride_xk, stride_wn, stride_wk, param,
                           HAS_BIAS: tl.constexpr, CODE: tl.constexpr, STORE_Z: tl.constexpr,
@@ -54,16 +71,20 @@ def _dense_forward_kernel(x_ptr, w_ptr, b_ptr, y_ptr, z_ptr, M, N, K,
     b_ptr: [N] contiguous (unused without HAS_BIAS); y_ptr, z_ptr: [M, N] contiguous.
     """
     pid_m, pid_n = _grouped_tile(M, N, BM, BN, GROUP)
-    rm = pid_m * BM + tl.arange(0, BM)
-    rn = pid_n * BN + tl.arange(0, BN)
+    m0 = pid_m * BM
+    n0 = pid_n * BN
+    rm = m0 + tl.arange(0, BM)
+    rn = n0 + tl.arange(0, BN)
     rk = tl.arange(0, BK)
-    # rows / columns past the edge read a valid one (modulo) and are never stored: no M/N masks
-    # in the inner loop
-    rm_in = rm % M
-    rn_in = rn % N
     if I64:
-        rm_in = rm_in.to(tl.int64)
-        rn_in = rn_in.to(tl.int64)
+        # 64-bit program base: the scalar base pointers move to the tile's first row / column
+        # once, offsets inside the tile stay 32-bit (the launcher checks that they fit: _tile_fits)
+        x_ptr += m0.to(tl.int64) * stride_xm
+        w_ptr += n0.to(tl.int64) * stride_wn
+        y_ptr += m0.to(tl.int64) * N + n0
+        z_ptr += m0.to(tl.int64) * N + n0
+    rm_in = _edge_rows(rm, m0, M, I64)
+    rn_in = _edge_rows(rn, n0, N, I64)
     # loop-invariant offsets; only the scalar base pointers move along K
     x_offs = rm_in[:, None] * stride_xm + rk[None, :] * stride_xk
     w_offs = rk[:, None] * stride_wk + rn_in[None, :] * stride_wn
@@ -77,8 +98,8 @@ def _dense_forward_kernel(x_ptr, w_ptr, b_ptr, y_ptr, z_ptr, M, N, K,
         w_ptr += BK * stride_wk
     if HAS_BIAS:
         acc += tl.load(b_ptr + rn, mask=rn < N, other=0.0).to(tl.float32)[None, :]
-    if I64:
-        out_offs = rm.to(tl.int64)[:, None] * N + rn[None, :]
+    if I64:  # relative to the tile's corner, where y_ptr and z_ptr already are
+        out_offs = tl.arange(0, BM)[:, None] * N + tl.arange(0, BN)[None, :]
     else:
         out_offs = rm[:, None] * N + rn[None, :]
     out_mask = (rm < M)[:, None] & (rn < N)[None, :]
@@ -106,17 +127,19 @@ def _dense_grad_kernel(dy_ptr, s_ptr, b_ptr, c_ptr, db_ptr, P, Q, R,
     else:  # bias gradient only: one program per row tile
         pid_p = tl.program_id(0)
         pid_q = 0
-    rp = pid_p * BP + tl.arange(0, BP)
-    rq = pid_q * BQ + tl.arange(0, BQ)
+    p0 = pid_p * BP
+    q0 = pid_q * BQ
+    rp = p0 + tl.arange(0, BP)
+    rq = q0 + tl.arange(0, BQ)
     rr = tl.arange(0, BR)
     p_ok = rp < P
-    # rows / columns past the edge read a valid one (modulo) and are never stored
-    rp_in = rp % P
-    rq_in = rq % Q
     if I64:
-        rp = rp.to(tl.int64)
-        rp_in = rp_in.to(tl.int64)
-        rq_in = rq_in.to(tl.int64)
+        # 64-bit program base, 32-bit offsets inside the tile (as in _dense_forward_kernel)
+        dy_ptr += p0.to(tl.int64) * stride_dp
+        s_ptr += p0.to(tl.int64) * stride_sp
+        b_ptr += q0.to(tl.int64) * stride_bq
+    rp_in = _edge_rows(rp, p0, P, I64)
+    rq_in = _edge_rows(rq, q0, Q, I64)
     # loop-invariant offsets; only the scalar base pointers move along R
     dy_offs = rp_in[:, None] * stride_dp + rr[None, :] * stride_dr
     s_offs = rp_in[:, None] * stride_sp + rr[None, :] * stride_sr
@@ -142,7 +165,12 @@ def _dense_grad_kernel(dy_ptr, s_ptr, b_ptr, c_ptr, db_ptr, P, Q, R,
         s_ptr += BR * stride_sr
         b_ptr += BR * stride_br
     if COMPUTE_C:
-        c_offs = rp[:, None] * Q + rq[None, :]
+        # I64: 64-bit row offsets here, where the forward kernel moves its base pointer instead
+        # (measured on sm_90: the other way round, each spills at its largest tile)
+        if I64:
+            c_offs = rp.to(tl.int64)[:, None] * Q + rq[None, :]
+        else:
+            c_offs = rp[:, None] * Q + rq[None, :]
         tl.store(c_ptr + c_offs, acc.to(c_ptr.dtype.element_ty),
                  mask=p_ok[:, None] & (rq < Q)[None, :])
     if BIAS_GRAD:
@@ -197,6 +225,25 @@ def _needs_i64(*tensors: torch.Tensor) -> bool:
     return span + 256 * 256 > INT32_LIMIT
 
 
+def _tile_fits(t: torch.Tensor | None, rows: int, cols: int) -> bool:
+    """Whether the 32-bit offsets of the I64 kernels inside a [rows, cols] tile of 2-d ``t`` fit
+    in int32: the elements a tile touches plus the step to the next tile along a dim longer than
+    the tile (rows past the edge are clamped, so a short dim spans size - 1)."""
+    return t is None or sum(min(block, n - 1) * abs(st) for block, n, st
+                            in zip((rows, cols), t.shape, t.stride())) <= _pointwise.INT32_LIMIT
+
+
+def _check_tiles(i64: bool, *tiles: tuple[str, torch.Tensor | None, int, int]) -> None:
+    """Under I64, refuse (rather than wrap) a tile whose offsets pass int32: a stride of 2^24+
+    elements (a row of 16M+ features, or a transposed operand with 67M+ rows)."""
+    for name, t, rows, cols in tiles:
+        if i64 and not _tile_fits(t, rows, cols):
+            raise ValueError(f"dense (triton): {name} {tuple(t.shape)} with strides {t.stride()}"
+                             f": a {rows}x{cols} tile spans more than 2^31 elements; the kernels "
+                             "index inside a tile in 32 bits (use a contiguous operand, or the "
+                             "'reference' backend)")
+
+
 def _check(x: torch.Tensor, weight: torch.Tensor) -> None:
     if x.dim() != 2 or weight.dim() != 2 or x.shape[1] != weight.shape[1]:
         raise ValueError(f"dense: x {tuple(x.shape)} and weight {tuple(weight.shape)} do not "
@@ -221,13 +268,16 @@ def dense_forward(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | No
         if bias is not None:
             bias = bias.contiguous()
         t = _config("fwd", M, N, K, x.dtype)
+        i64 = _needs_i64(x, weight, y)
+        _check_tiles(i64, ("x", x, t.BP, t.BR), ("weight", weight, t.BQ, t.BR),
+                     ("y", y, t.BP, t.BQ))
         grid = (triton.cdiv(M, t.BP) * triton.cdiv(N, t.BQ),)
         _dense_forward_kernel[grid](
             x, weight, bias if bias is not None else y, y, z if store_z else y, M, N, K,
             x.stride(0), x.stride(1), weight.stride(0), weight.stride(1), param_of(act),
             HAS_BIAS=bias is not None, CODE=code_of(act), STORE_Z=store_z,
             PRECISION=_precision(x.dtype), BM=t.BP, BN=t.BQ, BK=t.BR, GROUP=GROUP,
-            I64=_needs_i64(x, weight, y), num_warps=t.num_warps, num_stages=t.num_stages)
+            I64=i64, num_warps=t.num_warps, num_stages=t.num_stages)
     if act is None:
         return y, None
     return y, (z if store_z else y)
@@ -242,13 +292,16 @@ def _grad_gemm(dy_pr: torch.Tensor, s_pr: torch.Tensor | None, b_rq: torch.Tenso
     grid = (triton.cdiv(P, t.BP) * triton.cdiv(Q, t.BQ),) if compute_c else (triton.cdiv(P, t.BP),)
     s_pr = s_pr if s_pr is not None else dy_pr
     b_rq = b_rq if b_rq is not None else dy_pr.t()
+    i64 = _needs_i64(dy_pr, s_pr, b_rq, *(o for o in (out, db) if o is not None))
+    _check_tiles(i64, ("grad_y", dy_pr, t.BP, t.BR), ("saved", s_pr, t.BP, t.BR),
+                 ("b", b_rq if compute_c else None, t.BR, t.BQ))
     _dense_grad_kernel[grid](
         dy_pr, s_pr, b_rq, out if compute_c else dy_pr, db if db is not None else dy_pr, P, Q, R,
         dy_pr.stride(0), dy_pr.stride(1), s_pr.stride(0), s_pr.stride(1),
         b_rq.stride(0), b_rq.stride(1), param_of(act),
         CODE=code_of(act), COMPUTE_C=compute_c, BIAS_GRAD=db is not None,
         PRECISION=_precision(dy_pr.dtype), BP=t.BP, BQ=t.BQ, BR=t.BR, GROUP=GROUP,
-        I64=_needs_i64(dy_pr, s_pr, b_rq, *(o for o in (out, db) if o is not None)),
+        I64=i64,
         num_warps=t.num_warps, num_stages=t.num_stages)
 
 
@@ -287,12 +340,19 @@ def dense_backward(grad_y: torch.Tensor, x: torch.Tensor, weight: torch.Tensor,
     return gx, gw, gb
 
 
-# Measured for sm_90: the 64-bit variants of the 128x128 gelu_tanh tiles (and the fused dW+db)
-# spill (up to ~100 spill instructions), because every tile offset is 64-bit. They run only for
-# operands past 2^31 elements, where they are correct but slower; the fix is a 64-bit base per
-# program with 32-bit offsets inside the tile.
-_I64_SPILLS = ("64-bit offsets for operands past 2^31 elements only: correct, spills in the "
-               "largest tiles (every tile offset is 64-bit)")
+# Measured for sm_90 (triton 3.9): with 64-bit program bases and 32-bit tile offsets no I64
+# variant spills except the fp32 (ieee, FMA) dW GEMM at 64x64x32, where ptxas settles at 168
+# registers with a 24-byte stack (14 spill instructions); it runs only for operands past 2^31
+# elements with TF32 off.
+_I64_FP32_DW_SPILLS = ("64-bit variant of the fp32 ieee dW GEMM (operands past 2^31 elements, "
+                       "TF32 off) only: ptxas keeps 168 registers and spills 5 to a 24-byte stack")
+
+
+def _i64_spill_reason(c: AOTConfig) -> str:
+    k = c.constexprs
+    fp32_dw = (c.kernel is _dense_grad_kernel and c.dtype == "fp32" and k["PRECISION"] == "ieee"
+               and k["BP"] == 64 and k.get("stride_dp") == 1 and not k["BIAS_GRAD"])
+    return _I64_FP32_DW_SPILLS if fp32_dw else ""
 
 
 def aot_configs() -> list[AOTConfig]:
@@ -360,6 +420,6 @@ def aot_configs() -> list[AOTConfig]:
                                     label=f"{c.label} no-bias")
                 for c in configs if c.kernel is _dense_forward_kernel]
     configs += [dataclasses.replace(c, constexprs=dict(c.constexprs, I64=True),
-                                    label=f"{c.label} i64", spill_reason=_I64_SPILLS)
+                                    label=f"{c.label} i64", spill_reason=_i64_spill_reason(c))
                 for c in list(configs) if c.constexprs.get("HAS_BIAS", True)]
     return configs

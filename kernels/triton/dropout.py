@@ -32,12 +32,8 @@ def _dropout_kernel(x_ptr, y_ptr, numel, s1, s2, s3, s4, s5,
     """
     i = _pointwise.block_indices(BLOCK, I64)
     mask = i < numel
-    if FLAT:
-        off_x = i
-        off_y = i
-    else:
-        off_x = _pointwise.strided_offset(i, s1, s2, s3, s4, s5, x0, x1, x2, x3, x4, x5)
-        off_y = _pointwise.strided_offset(i, s1, s2, s3, s4, s5, y0, y1, y2, y3, y4, y5)
+    off_x = _pointwise.element_offset(i, FLAT, s1, s2, s3, s4, s5, x0, x1, x2, x3, x4, x5)
+    off_y = _pointwise.element_offset(i, FLAT, s1, s2, s3, s4, s5, y0, y1, y2, y3, y4, y5)
     if I64:
         counter = offset.to(tl.int64) + i
     else:

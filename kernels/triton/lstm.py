@@ -12,11 +12,17 @@ dA_{t+1} W_hh`` (the GEMM) and, in its epilogue, the step's pointwise backward, 
 pre-activation gradient dA_t and the carried cell gradient. After the loop the parameter and
 input gradients are each one GEMM over all T*B rows. The loops have no host synchronisation.
 
+Launch overhead: a Triton launch costs more host time than a small step kernel runs. The step
+kernels therefore read their tensors' addresses from a device pointer table (slots ``FWD_*`` /
+``BWD_*``) and take only shape-derived arguments, so each loop is captured once per shape in a
+CUDA graph and replayed, the table rewritten first (``kernels/graphs.py``).
+
 saved (opaque, for this backend's backward): (gates [T, B, 4H] in the input dtype, post-
 nonlinearity i, f, g, o; cells [T, B, H] float32, the cell state after each position).
 """
 from __future__ import annotations
 
+import dataclasses
 import itertools
 
 import torch
@@ -24,14 +30,17 @@ import triton
 import triton.language as tl
 
 from .. import alloc
+from ..graphs import LaunchGraphs, on_device
+from ._table import (TABLE_SLOTS, TL_DTYPES, addresses_aligned, load_pointer,
+                     write_pointer_table, write_table_aot_config)
 from .activations import SIGMOID, TANH, apply_activation
-from .aot import AOTConfig
+from .aot import SIGNATURE_DTYPES, AOTConfig
 from ..limits import check_grid
 from .dense import dense_backward, dense_forward
 
 _SIGMOID = tl.constexpr(SIGMOID)
 _TANH = tl.constexpr(TANH)
-_DTYPES = {torch.float32: "fp32", torch.float16: "fp16", torch.bfloat16: "bf16"}
+_DTYPES = (torch.float32, torch.float16, torch.bfloat16)
 
 
 # --- kernels -------------------------------------------------------------------------------
@@ -54,21 +63,51 @@ def _step_tile(batch, hidden, BLOCK_B: tl.constexpr, BLOCK_H: tl.constexpr):
     return offs_b, offs_h, offs_b < batch, offs_h < hidden
 
 
-@triton.jit
+# pointer-table slots of the forward step loop
+FWD_X_PROJ, FWD_W_HH, FWD_H0, FWD_C0, FWD_Y, FWD_CELLS, FWD_GATES = range(7)
+_FWD_X_PROJ, _FWD_W_HH, _FWD_Y, _FWD_CELLS, _FWD_GATES = (
+    tl.constexpr(v) for v in (FWD_X_PROJ, FWD_W_HH, FWD_Y, FWD_CELLS, FWD_GATES))
+# pointer-table slots of the backward step loop
+BWD_GRAD_PRE, BWD_W_HH, BWD_GRAD_Y, BWD_GRAD_H_N, BWD_GRAD_C, BWD_GATES, BWD_CELLS, BWD_C0 = \
+    range(8)
+_BWD_GRAD_PRE, _BWD_W_HH, _BWD_GRAD_Y, _BWD_GRAD_H_N, _BWD_GRAD_C, _BWD_GATES, _BWD_CELLS = (
+    tl.constexpr(v) for v in (BWD_GRAD_PRE, BWD_W_HH, BWD_GRAD_Y, BWD_GRAD_H_N, BWD_GRAD_C,
+                              BWD_GATES, BWD_CELLS))
+
+
+# step indices vary per launch of a loop: not specialised, so one compiled variant serves all
+@triton.jit(do_not_specialize=("step", "prev_step"))
 def _lstm_step_forward_kernel(
-        x_proj_ptr, w_hh_ptr, h_prev_ptr, c_prev_ptr, h_ptr, c_ptr, gates_ptr,
+        table_ptr, step, prev_h_slot, prev_c_slot, prev_step,
         batch, hidden,
         stride_wr, stride_wc, stride_hpb, stride_hph,
-        STORE_GATES: tl.constexpr, BLOCK_B: tl.constexpr, BLOCK_H: tl.constexpr,
-        BLOCK_K: tl.constexpr, PRECISION: tl.constexpr):
-    """One LSTM step for a [BLOCK_B, BLOCK_H] block of (batch row, hidden unit).
+        DTYPE: tl.constexpr, STORE_GATES: tl.constexpr, ALIGNED: tl.constexpr,
+        BLOCK_B: tl.constexpr, BLOCK_H: tl.constexpr, BLOCK_K: tl.constexpr,
+        PRECISION: tl.constexpr):
+    """Step ``step`` of the recurrence for a [BLOCK_B, BLOCK_H] block of (batch row, hidden
+    unit). table_ptr: int64 [8], the addresses (``FWD_*`` slots) of
 
-    x_proj_ptr [B, 4H] contiguous: x_t W_ih^T + b_ih + b_hh of this step;
-    w_hh_ptr [4H, H] (strides stride_wr, stride_wc); h_prev_ptr [B, H] (strides stride_hpb,
-    stride_hph), same dtype as w_hh; c_prev_ptr [B, H] contiguous fp32;
-    h_ptr [B, H] contiguous (output h_t); c_ptr [B, H] contiguous fp32 (output c_t);
-    gates_ptr [B, 4H] contiguous: i, f, g, o after their nonlinearities, stored iff STORE_GATES.
+    x_proj [T, B, 4H] contiguous DTYPE: x W_ih^T + b_ih + b_hh of every step;
+    w_hh [4H, H] DTYPE (strides stride_wr, stride_wc); h0 [B, H] DTYPE; c0 [B, H] contiguous
+    fp32; y [T, B, H] contiguous DTYPE (output h of each step); cells [T, B, H] contiguous fp32
+    (output c of each step); gates [T, B, 4H] contiguous DTYPE: i, f, g, o after their
+    nonlinearities, stored iff STORE_GATES.
+
+    h_{t-1} is row ``prev_step`` of the tensor in slot ``prev_h_slot`` (h0 or y, strides
+    stride_hpb, stride_hph); c_{t-1} likewise in ``prev_c_slot`` (c0 or cells).
     """
+    step64 = step.to(tl.int64)
+    x_proj_ptr = (load_pointer(table_ptr, _FWD_X_PROJ, DTYPE, ALIGNED)
+                  + step64 * batch * 4 * hidden)
+    w_hh_ptr = load_pointer(table_ptr, _FWD_W_HH, DTYPE, ALIGNED)
+    h_prev_ptr = (load_pointer(table_ptr, prev_h_slot, DTYPE, ALIGNED)
+                  + prev_step.to(tl.int64) * batch * hidden)
+    c_prev_ptr = (load_pointer(table_ptr, prev_c_slot, tl.float32, ALIGNED)
+                  + prev_step.to(tl.int64) * batch * hidden)
+    h_ptr = load_pointer(table_ptr, _FWD_Y, DTYPE, ALIGNED) + step64 * batch * hidden
+    c_ptr = load_pointer(table_ptr, _FWD_CELLS, tl.float32, ALIGNED) + step64 * batch * hidden
+    gates_ptr = (load_pointer(table_ptr, _FWD_GATES, DTYPE, ALIGNED)
+                 + step64 * batch * 4 * hidden)
     offs_b, offs_h, mask_b, mask_h = _step_tile(batch, hidden, BLOCK_B, BLOCK_H)
     rows_i = offs_h.to(tl.int64)
     rows_f = rows_i + hidden
@@ -121,25 +160,44 @@ def _lstm_step_forward_kernel(
         tl.store(gates_ptr + wide + 3 * hidden, gate_o.to(out_ty), mask=mask)
 
 
-@triton.jit
+@triton.jit(do_not_specialize=("step", "next_step", "prev_step"))
 def _lstm_step_backward_kernel(
-        grad_pre_next_ptr, w_hh_ptr, grad_y_ptr, grad_h_n_ptr, grad_c_ptr, gates_ptr, c_ptr,
-        c_prev_ptr, grad_pre_ptr,
+        table_ptr, step, next_step, prev_c_slot, prev_step,
         batch, hidden, k_next,
-        stride_wr, stride_wc, stride_gyb, stride_gyh, stride_ghb, stride_ghh,
-        HAS_GRAD_H_N: tl.constexpr, BLOCK_B: tl.constexpr, BLOCK_H: tl.constexpr,
-        BLOCK_K: tl.constexpr, PRECISION: tl.constexpr):
-    """One step of backpropagation through time for a [BLOCK_B, BLOCK_H] block.
+        stride_wr, stride_wc, stride_gyt, stride_gyb, stride_gyh, stride_ghb, stride_ghh,
+        DTYPE: tl.constexpr, HAS_GRAD_H_N: tl.constexpr, ALIGNED: tl.constexpr,
+        BLOCK_B: tl.constexpr, BLOCK_H: tl.constexpr, BLOCK_K: tl.constexpr,
+        PRECISION: tl.constexpr):
+    """Backpropagation through time at position ``step`` for a [BLOCK_B, BLOCK_H] block.
+    table_ptr: int64 [8], the addresses (``BWD_*`` slots) of
 
-    dh = grad_y + grad_h_n (iff HAS_GRAD_H_N) + grad_pre_next @ W_hh (k_next = 4H columns of it,
-    0 on the first backward step); then the pointwise backward of the step.
-    grad_pre_next_ptr [B, 4H] contiguous: dA of the step that followed in the forward pass;
-    w_hh_ptr [4H, H] (strides stride_wr, stride_wc); grad_y_ptr [B, H] (strides stride_gyb,
-    stride_gyh); grad_h_n_ptr [B, H] (strides stride_ghb, stride_ghh);
-    grad_c_ptr [B, H] contiguous fp32: dc reaching c_t, replaced in place by dc reaching c_{t-1};
-    gates_ptr [B, 4H] contiguous: saved i, f, g, o; c_ptr, c_prev_ptr [B, H] contiguous fp32:
-    c_t and c_{t-1}; grad_pre_ptr [B, 4H] contiguous: output dA_t (pre-activation gradient).
+    grad_pre [T, B, 4H] contiguous DTYPE: dA (pre-activation gradient) of each position, row
+    ``step`` written here, row ``next_step`` (the position processed before, k_next = 4H of its
+    columns; k_next = 0 on the first backward step) read;
+    w_hh [4H, H] DTYPE (strides stride_wr, stride_wc); grad_y [T, B, H] DTYPE (strides
+    stride_gyt, stride_gyb, stride_gyh); grad_h_n [B, H] DTYPE (strides stride_ghb, stride_ghh),
+    read iff HAS_GRAD_H_N; grad_c [B, H] contiguous fp32: dc reaching c_t, replaced in place by
+    dc reaching c_{t-1}; gates [T, B, 4H] contiguous DTYPE: saved i, f, g, o; cells [T, B, H]
+    contiguous fp32: c of each position; c0 [B, H] contiguous fp32. c_{t-1} is row ``prev_step``
+    of the tensor in slot ``prev_c_slot`` (cells or c0).
+
+    dh = grad_y[step] + grad_h_n (iff HAS_GRAD_H_N) + grad_pre[next_step] @ W_hh; then the
+    pointwise backward of the step.
     """
+    step64 = step.to(tl.int64)
+    grad_pre_next_ptr = (load_pointer(table_ptr, _BWD_GRAD_PRE, DTYPE, ALIGNED)
+                         + next_step.to(tl.int64) * batch * 4 * hidden)
+    w_hh_ptr = load_pointer(table_ptr, _BWD_W_HH, DTYPE, ALIGNED)
+    grad_y_ptr = load_pointer(table_ptr, _BWD_GRAD_Y, DTYPE, ALIGNED) + step64 * stride_gyt
+    grad_h_n_ptr = load_pointer(table_ptr, _BWD_GRAD_H_N, DTYPE, ALIGNED)
+    grad_c_ptr = load_pointer(table_ptr, _BWD_GRAD_C, tl.float32, ALIGNED)
+    gates_ptr = (load_pointer(table_ptr, _BWD_GATES, DTYPE, ALIGNED)
+                 + step64 * batch * 4 * hidden)
+    c_ptr = load_pointer(table_ptr, _BWD_CELLS, tl.float32, ALIGNED) + step64 * batch * hidden
+    c_prev_ptr = (load_pointer(table_ptr, prev_c_slot, tl.float32, ALIGNED)
+                  + prev_step.to(tl.int64) * batch * hidden)
+    grad_pre_ptr = (load_pointer(table_ptr, _BWD_GRAD_PRE, DTYPE, ALIGNED)
+                    + step64 * batch * 4 * hidden)
     offs_b, offs_h, mask_b, mask_h = _step_tile(batch, hidden, BLOCK_B, BLOCK_H)
     mask = mask_b[:, None] & mask_h[None, :]
     rows64 = offs_b.to(tl.int64)
@@ -229,6 +287,84 @@ def _input_projection(x2d, w_ih, b_ih, b_hh) -> torch.Tensor:
     return dense_forward(x2d, w_ih, bias, None)[0]
 
 
+# --- step loops: functions of a key and a pointer table only (see kernels/graphs.py) ----------
+
+@dataclasses.dataclass(frozen=True)
+class _StepLoop:
+    """Everything a step loop's launches depend on besides the table (a cache key)."""
+    steps: int
+    batch: int
+    hidden: int
+    dtype: torch.dtype
+    precision: str
+    reverse: bool
+    aligned: bool
+    w_hh_strides: tuple
+
+
+@dataclasses.dataclass(frozen=True)
+class _ForwardLoop(_StepLoop):
+    store_gates: bool
+    h0_strides: tuple
+
+
+@dataclasses.dataclass(frozen=True)
+class _BackwardLoop(_StepLoop):
+    grad_y_strides: tuple
+    grad_h_n_strides: tuple | None  # None: no grad_h_n
+
+
+_FORWARD_LOOPS = LaunchGraphs(TABLE_SLOTS)
+_BACKWARD_LOOPS = LaunchGraphs(TABLE_SLOTS)
+
+
+def _positions(steps: int, reverse: bool) -> list[int]:
+    """The positions in the order the forward recurrence processes them."""
+    return list(range(steps - 1, -1, -1)) if reverse else list(range(steps))
+
+
+def _launch_forward_steps(table: torch.Tensor, loop: _ForwardLoop) -> None:
+    cfg = _step_config(loop.batch, loop.hidden, loop.dtype)
+    grid = _step_grid(cfg, loop.batch, loop.hidden)
+    previous = None
+    for t in _positions(loop.steps, loop.reverse):
+        if previous is None:  # h0, c0
+            h_slot, c_slot, prev_step, strides = FWD_H0, FWD_C0, 0, loop.h0_strides
+        else:  # the step before, in y and cells
+            h_slot, c_slot, prev_step, strides = FWD_Y, FWD_CELLS, previous, (loop.hidden, 1)
+        _lstm_step_forward_kernel[grid](
+            table, t, h_slot, c_slot, prev_step, loop.batch, loop.hidden, *loop.w_hh_strides,
+            *strides, DTYPE=TL_DTYPES[loop.dtype], STORE_GATES=loop.store_gates,
+            ALIGNED=loop.aligned, PRECISION=loop.precision, **cfg)
+        previous = t
+
+
+def _launch_backward_steps(table: torch.Tensor, loop: _BackwardLoop) -> None:
+    cfg = _step_config(loop.batch, loop.hidden, loop.dtype)
+    grid = _step_grid(cfg, loop.batch, loop.hidden)
+    order = _positions(loop.steps, loop.reverse)[::-1]
+    grad_h_n_strides = loop.grad_h_n_strides or (0, 0)
+    for k, t in enumerate(order):
+        first_position = k == loop.steps - 1  # the first the forward processed: c_{t-1} = c0
+        c_slot, prev_step = (BWD_C0, 0) if first_position else (BWD_CELLS, order[k + 1])
+        _lstm_step_backward_kernel[grid](
+            table, t, order[k - 1] if k > 0 else t, c_slot, prev_step, loop.batch, loop.hidden,
+            4 * loop.hidden if k > 0 else 0, *loop.w_hh_strides, *loop.grad_y_strides,
+            *grad_h_n_strides, DTYPE=TL_DTYPES[loop.dtype],
+            HAS_GRAD_H_N=k == 0 and loop.grad_h_n_strides is not None, ALIGNED=loop.aligned,
+            PRECISION=loop.precision, **cfg)
+
+
+def _run_loop(loops: LaunchGraphs, loop, launch, tensors: list) -> None:
+    """Write the table of ``tensors`` and run the loop's launches (replayed from a CUDA graph
+    once captured; a single step is never worth a graph)."""
+    device = tensors[1].device
+    with on_device(device):
+        sequence = loops.sequence(loop, device, capture=loop.steps > 1)
+        sequence.run(lambda table: write_pointer_table(table, tensors),
+                     lambda table: launch(table, loop))
+
+
 def _forward(x, h0, c0, w_ih, w_hh, b_ih, b_hh, reverse, save, y):
     """Run one layer-direction; y [T, B, H] is preallocated by the caller (a base tensor, never
     a view: autograd forbids in-place updates of outputs that are views)."""
@@ -240,18 +376,16 @@ def _forward(x, h0, c0, w_ih, w_hh, b_ih, b_hh, reverse, save, y):
         if save else None
     if batch == 0 or hidden == 0:
         return cells, gates
-    cfg = _step_config(batch, hidden, x.dtype)
-    grid = _step_grid(cfg, batch, hidden)
+    _step_grid(_step_config(batch, hidden, x.dtype), batch, hidden)  # refuse before any work
     x_proj = _input_projection(x.reshape(steps * batch, input_size), w_ih, b_ih, b_hh)
-    x_proj = x_proj.view(steps, batch, 4 * hidden)
-    h_prev, c_prev = h0, _float_contiguous(c0)
-    for t in (range(steps - 1, -1, -1) if reverse else range(steps)):
-        _lstm_step_forward_kernel[grid](
-            x_proj[t], w_hh, h_prev, c_prev, y[t], cells[t],
-            gates[t] if save else y[t], batch, hidden,
-            w_hh.stride(0), w_hh.stride(1), h_prev.stride(0), h_prev.stride(1),
-            STORE_GATES=save, PRECISION=_precision(x.dtype), **cfg)
-        h_prev, c_prev = y[t], cells[t]
+    tensors = [None] * 7
+    tensors[FWD_X_PROJ], tensors[FWD_W_HH], tensors[FWD_H0], tensors[FWD_C0] = \
+        x_proj, w_hh, h0, _float_contiguous(c0)
+    tensors[FWD_Y], tensors[FWD_CELLS], tensors[FWD_GATES] = y, cells, gates
+    loop = _ForwardLoop(steps, batch, hidden, x.dtype, _precision(x.dtype), bool(reverse),
+                        addresses_aligned(tensors), tuple(w_hh.stride()), bool(save),
+                        tuple(h0.stride()))
+    _run_loop(_FORWARD_LOOPS, loop, _launch_forward_steps, tensors)
     return cells, gates
 
 
@@ -264,23 +398,17 @@ def _backward(grad_y, grad_h_n, grad_c_n, x, h0, c0, w_ih, w_hh, y, saved, rever
     grad_pre = alloc.empty((steps, batch, 4 * hidden), dtype=dtype, device=device)
     grad_c = alloc.empty((batch, hidden), dtype=torch.float32, device=device)
     grad_c.copy_(grad_c_n)
-    order = list(range(steps)) if reverse else list(range(steps - 1, -1, -1))
+    order = _positions(steps, reverse)[::-1]
     if batch and hidden:
-        cfg = _step_config(batch, hidden, dtype)
-        grid = _step_grid(cfg, batch, hidden)
-        c0_float = _float_contiguous(c0)
-        grad_h_n_or_y = grad_h_n if grad_h_n is not None else grad_y[0]
-        for k, t in enumerate(order):
-            is_first_position = k == steps - 1
-            c_prev = c0_float if is_first_position else cells[order[k + 1]]
-            next_pre = grad_pre[order[k - 1]] if k > 0 else grad_pre[t]
-            _lstm_step_backward_kernel[grid](
-                next_pre, w_hh, grad_y[t], grad_h_n_or_y, grad_c, gates[t], cells[t], c_prev,
-                grad_pre[t], batch, hidden, 4 * hidden if k > 0 else 0,
-                w_hh.stride(0), w_hh.stride(1), grad_y.stride(1), grad_y.stride(2),
-                grad_h_n_or_y.stride(0), grad_h_n_or_y.stride(1),
-                HAS_GRAD_H_N=k == 0 and grad_h_n is not None, PRECISION=_precision(dtype),
-                **cfg)
+        tensors = [None] * 8
+        tensors[BWD_GRAD_PRE], tensors[BWD_W_HH], tensors[BWD_GRAD_Y] = grad_pre, w_hh, grad_y
+        tensors[BWD_GRAD_H_N], tensors[BWD_GRAD_C], tensors[BWD_GATES] = grad_h_n, grad_c, gates
+        tensors[BWD_CELLS], tensors[BWD_C0] = cells, _float_contiguous(c0)
+        loop = _BackwardLoop(steps, batch, hidden, dtype, _precision(dtype), bool(reverse),
+                             addresses_aligned(tensors), tuple(w_hh.stride()),
+                             tuple(grad_y.stride()),
+                             tuple(grad_h_n.stride()) if grad_h_n is not None else None)
+        _run_loop(_BACKWARD_LOOPS, loop, _launch_backward_steps, tensors)
     else:
         grad_pre.zero_()
 
@@ -343,13 +471,13 @@ def lstm_cell_backward(grad_h, grad_c, x, h, c, w_ih, w_hh, c_new, saved, needs)
 # --- ahead-of-time configurations ----------------------------------------------------------
 
 def aot_configs() -> list[AOTConfig]:
-    """Every configuration the heuristics above can pick: fp32 (ieee and tf32), fp16, bf16."""
+    """Every configuration the heuristics above can pick: fp32 (ieee and tf32), fp16, bf16,
+    with aligned tensors; bf16 also unaligned; and the pointer-table write."""
     configs = []
     variants = [(torch.float32, "ieee"), (torch.float32, "tf32"), (torch.float16, "ieee"),
                 (torch.bfloat16, "ieee")]
     for dtype, precision in variants:
-        name = _DTYPES[dtype]
-        ptr = f"*{name}"
+        name = SIGNATURE_DTYPES[dtype]
         seen = set()
         for batch, hidden in itertools.product((1, 32, 33, 128), (1, 256, 1024)):
             step = _step_config(batch, hidden, dtype)
@@ -368,26 +496,33 @@ def aot_configs() -> list[AOTConfig]:
             for store_gates in (False, True):
                 configs.append(AOTConfig(
                     kernel=_lstm_step_forward_kernel,
-                    signature={"x_proj_ptr": ptr, "w_hh_ptr": ptr, "h_prev_ptr": ptr,
-                               "c_prev_ptr": "*fp32", "h_ptr": ptr, "c_ptr": "*fp32",
-                               "gates_ptr": ptr,
-                               **{k: "i32" for k in ("batch", "hidden", "stride_wr", "stride_wc",
-                                                     "stride_hpb", "stride_hph")},
-                               **{k: "constexpr" for k in ("STORE_GATES", *blocks,
-                                                           "PRECISION")}},
-                    constexprs={"STORE_GATES": store_gates, **blocks, "PRECISION": precision},
+                    signature={"table_ptr": "*i64",
+                               **{k: "i32" for k in ("step", "prev_h_slot", "prev_c_slot",
+                                                     "prev_step", "batch", "hidden",
+                                                     "stride_wr", "stride_wc", "stride_hpb",
+                                                     "stride_hph")},
+                               **{k: "constexpr" for k in ("DTYPE", "STORE_GATES", "ALIGNED",
+                                                           *blocks, "PRECISION")}},
+                    constexprs={"DTYPE": TL_DTYPES[dtype], "STORE_GATES": store_gates,
+                                "ALIGNED": True, **blocks, "PRECISION": precision},
                     label=f"lstm step forward {label} store_gates={store_gates}", **common))
             for has_grad_h_n in (False, True):
                 configs.append(AOTConfig(
                     kernel=_lstm_step_backward_kernel,
-                    signature={"grad_pre_next_ptr": ptr, "w_hh_ptr": ptr, "grad_y_ptr": ptr,
-                               "grad_h_n_ptr": ptr, "grad_c_ptr": "*fp32", "gates_ptr": ptr,
-                               "c_ptr": "*fp32", "c_prev_ptr": "*fp32", "grad_pre_ptr": ptr,
-                               **{k: "i32" for k in ("batch", "hidden", "k_next", "stride_wr",
-                                                     "stride_wc", "stride_gyb", "stride_gyh",
-                                                     "stride_ghb", "stride_ghh")},
-                               **{k: "constexpr" for k in ("HAS_GRAD_H_N", *blocks,
-                                                           "PRECISION")}},
-                    constexprs={"HAS_GRAD_H_N": has_grad_h_n, **blocks, "PRECISION": precision},
+                    signature={"table_ptr": "*i64",
+                               **{k: "i32" for k in ("step", "next_step", "prev_c_slot",
+                                                     "prev_step", "batch", "hidden", "k_next",
+                                                     "stride_wr", "stride_wc", "stride_gyt",
+                                                     "stride_gyb", "stride_gyh", "stride_ghb",
+                                                     "stride_ghh")},
+                               **{k: "constexpr" for k in ("DTYPE", "HAS_GRAD_H_N", "ALIGNED",
+                                                           *blocks, "PRECISION")}},
+                    constexprs={"DTYPE": TL_DTYPES[dtype], "HAS_GRAD_H_N": has_grad_h_n,
+                                "ALIGNED": True, **blocks, "PRECISION": precision},
                     label=f"lstm step backward {label} grad_h_n={has_grad_h_n}", **common))
+    # unaligned tensors (e.g. a view at an odd offset) drop the alignment hints only
+    configs += [dataclasses.replace(c, constexprs=dict(c.constexprs, ALIGNED=False),
+                                    label=f"{c.label} unaligned")
+                for c in configs if c.dtype == "bf16"]
+    configs.append(write_table_aot_config())
     return configs

@@ -37,7 +37,8 @@ import triton.language as tl
 
 from .. import alloc
 from ..layout import is_dense
-from .aot import AOTConfig
+from ._table import TL_DTYPES, load_pointer  # addresses staged 16-byte aligned (see _stage)
+from .aot import SIGNATURE_DTYPES, AOTConfig
 
 BLOCK = 1024
 NUM_WARPS = 4
@@ -46,19 +47,9 @@ PARAM, GRAD, STATE0, STATE1, STATE2, NUMEL, FLAG = range(7)
 SGD_SCALARS = tl.constexpr(5)   # fp64 scalar table entries of sgd_kernel
 ADAM_SCALARS = tl.constexpr(7)  # adam_kernel's hyper-parameters, ahead of its per-tensor pairs
 
-_TL_DTYPES = {torch.float32: tl.float32, torch.float16: tl.float16,
-              torch.bfloat16: tl.bfloat16, torch.float64: tl.float64}
-_SIG = {torch.float32: "fp32", torch.float16: "fp16", torch.bfloat16: "bf16",
-        torch.float64: "fp64"}
 
 
 # --- kernels -----------------------------------------------------------------------------------
-
-@triton.jit
-def _typed(row_ptr, column, DTYPE: tl.constexpr):
-    """The tensor address in ``column`` of a table row, as an aligned ``DTYPE`` pointer."""
-    return tl.multiple_of(tl.load(row_ptr + column).to(tl.pointer_type(DTYPE)), 16)
-
 
 @triton.jit
 def _sqrt(x):
@@ -117,9 +108,9 @@ def sgd_kernel(table_ptr, chunks_ptr, scalars_ptr, DTYPE: tl.constexpr, ACC: tl.
     start = tl.multiple_of(tl.load(chunks_ptr + 2 * chunk + 1), BLOCK)
     numel = tl.load(row + 5)
     fresh = tl.load(row + 6)
-    param_ptr = _typed(row, 0, DTYPE)
-    grad_ptr = _typed(row, 1, DTYPE)
-    buf_ptr = _typed(row, 2, DTYPE)
+    param_ptr = load_pointer(row, 0, DTYPE, True)
+    grad_ptr = load_pointer(row, 1, DTYPE, True)
+    buf_ptr = load_pointer(row, 2, DTYPE, True)
     offs = start + tl.arange(0, BLOCK).to(tl.int64)
     if start + BLOCK <= numel:  # a whole block: unmasked accesses
         _sgd_block(param_ptr, grad_ptr, buf_ptr, offs, None, fresh, lr, weight_decay, momentum,
@@ -180,11 +171,11 @@ def adam_kernel(table_ptr, chunks_ptr, scalars_ptr, DTYPE: tl.constexpr, ACC: tl
     per_tensor = scalars_ptr + ADAM_SCALARS + 2 * tensor
     step_size = tl.load(per_tensor).to(ACC)
     bias_correction2_sqrt = tl.load(per_tensor + 1).to(ACC)
-    param_ptr = _typed(row, 0, DTYPE)
-    grad_ptr = _typed(row, 1, DTYPE)
-    exp_avg_ptr = _typed(row, 2, DTYPE)
-    exp_avg_sq_ptr = _typed(row, 3, DTYPE)
-    max_sq_ptr = _typed(row, 4, DTYPE)
+    param_ptr = load_pointer(row, 0, DTYPE, True)
+    grad_ptr = load_pointer(row, 1, DTYPE, True)
+    exp_avg_ptr = load_pointer(row, 2, DTYPE, True)
+    exp_avg_sq_ptr = load_pointer(row, 3, DTYPE, True)
+    max_sq_ptr = load_pointer(row, 4, DTYPE, True)
     offs = start + tl.arange(0, BLOCK).to(tl.int64)
     if start + BLOCK <= numel:  # a whole block: unmasked accesses
         _adam_block(param_ptr, grad_ptr, exp_avg_ptr, exp_avg_sq_ptr, max_sq_ptr, offs, None,
@@ -279,9 +270,9 @@ def _check(name: str, tensors: Sequence | None, params: Sequence[torch.Tensor]) 
 def _by_dtype(params: Sequence[torch.Tensor]) -> dict[torch.dtype, list[int]]:
     groups: dict[torch.dtype, list[int]] = {}
     for i, p in enumerate(params):
-        if p.dtype not in _TL_DTYPES:
+        if p.dtype not in TL_DTYPES:
             raise TypeError(f"params[{i}] has dtype {p.dtype}; the triton optimizer kernels "
-                            f"support {sorted(map(str, _TL_DTYPES))}")
+                            f"support {sorted(map(str, TL_DTYPES))}")
         if p.numel():
             groups.setdefault(p.dtype, []).append(i)
     return groups
@@ -347,7 +338,7 @@ def sgd_step(params, grads, momentum_buffers, fresh_buffers, lr, weight_decay, m
         assert len(hyper) == SGD_SCALARS.value
         scalars = _scalars(hyper, device)
         sgd_kernel[(n_chunks,)](
-            table, chunks, scalars, DTYPE=_TL_DTYPES[dtype], ACC=_acc(dtype),
+            table, chunks, scalars, DTYPE=TL_DTYPES[dtype], ACC=_acc(dtype),
             HAS_MOMENTUM=has_momentum, NESTEROV=bool(nesterov) and has_momentum, BLOCK=BLOCK,
             num_warps=NUM_WARPS)
         # grads are read-only: only params and buffers are written back
@@ -379,7 +370,7 @@ def adam_step(params, grads, exp_avgs, exp_avg_sqs, max_exp_avg_sqs, steps, lr, 
         assert len(hyper) == ADAM_SCALARS.value
         scalars = _scalars(np.concatenate([hyper, per_tensor.ravel()]), device)
         adam_kernel[(n_chunks,)](
-            table, chunks, scalars, DTYPE=_TL_DTYPES[dtype], ACC=_acc(dtype),
+            table, chunks, scalars, DTYPE=TL_DTYPES[dtype], ACC=_acc(dtype),
             AMSGRAD=bool(amsgrad), BLOCK=BLOCK, num_warps=NUM_WARPS)
         _write_back(copies)
 
@@ -388,8 +379,8 @@ def adam_step(params, grads, exp_avgs, exp_avg_sqs, max_exp_avg_sqs, steps, lr, 
 
 def aot_configs() -> list[AOTConfig]:
     configs = []
-    for dtype, tl_dtype in _TL_DTYPES.items():
-        name = _SIG[dtype]
+    for dtype, tl_dtype in TL_DTYPES.items():
+        name = SIGNATURE_DTYPES[dtype]
         for has_momentum, nesterov in ((False, False), (True, False), (True, True)):
             configs.append(AOTConfig(
                 kernel=sgd_kernel,
