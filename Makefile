@@ -3,12 +3,15 @@ PYTHON ?= python3
 VENV ?= .venv
 VPY := $(VENV)/bin/python
 # Tested pins: torch 2.13.0 resolves to a local CPU build here (plain `torch` pulls GBs of CUDA);
-# triton 3.9 is the first whose interpreter works with numpy >= 2.4.
+# triton 3.9 is the first whose interpreter works with numpy >= 2.4. The GPU machines run
+# triton 3.6: a second venv checks the suite and the sm_90 compile with it (numpy < 2.4).
 TORCH_VERSION ?= 2.13.0
 TRITON_VERSION ?= 3.9.0
+GPU_TRITON_VERSION ?= 3.6.0
+VENV_GPU_TRITON ?= .venv-triton$(subst .,,$(basename $(GPU_TRITON_VERSION)))
 JOBS ?= auto
 
-.PHONY: test demo test-gpu profile kernel-report clean
+.PHONY: test test-latest test-gpu-triton demo test-gpu profile kernel-report clean
 
 $(VENV)/.installed: pyproject.toml Makefile
 	$(PYTHON) -m venv $(VENV)
@@ -17,9 +20,24 @@ $(VENV)/.installed: pyproject.toml Makefile
 	$(VPY) -m pip install -q -e ".[test,data]"
 	touch $@
 
-# CPU: Triton kernels run under the interpreter and are compared with the NumPy reference.
-test: $(VENV)/.installed
+$(VENV_GPU_TRITON)/.installed: pyproject.toml Makefile
+	$(PYTHON) -m venv $(VENV_GPU_TRITON)
+	$(VENV_GPU_TRITON)/bin/python -m pip install -q --upgrade pip setuptools
+	$(VENV_GPU_TRITON)/bin/python -m pip install -q "torch==$(TORCH_VERSION)" \
+		"triton==$(GPU_TRITON_VERSION)" "numpy<2.4"
+	$(VENV_GPU_TRITON)/bin/python -m pip install -q -e ".[test,data]" "numpy<2.4"
+	touch $@
+
+# CPU: Triton kernels run under the interpreter and are compared with the NumPy reference, and
+# every launch configuration compiles for sm_90 (tests/test_aot.py): with the latest Triton,
+# then with the GPU machines' Triton.
+test: test-latest test-gpu-triton
+
+test-latest: $(VENV)/.installed
 	TRITON_INTERPRET=1 $(VPY) -m pytest -n $(JOBS) -q
+
+test-gpu-triton: $(VENV_GPU_TRITON)/.installed
+	TRITON_INTERPRET=1 $(VENV_GPU_TRITON)/bin/python -m pytest -n $(JOBS) -q
 
 demo: $(VENV)/.installed
 	$(VPY) -m gpudnn demo
@@ -35,4 +53,4 @@ kernel-report: $(VENV)/.installed
 	$(VPY) -m profiling.kernel_report
 
 clean:
-	rm -rf $(VENV) build *.egg-info .pytest_cache
+	rm -rf $(VENV) $(VENV_GPU_TRITON) build *.egg-info .pytest_cache

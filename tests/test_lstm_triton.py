@@ -13,7 +13,7 @@ from gpudnn.backend import launcher
 from gpudnn.kernels.alloc import poison_outputs
 from gpudnn.ops.lstm import LSTMCellFunction, LSTMLayerFunction
 from gpudnn.testing import assert_close
-from helpers import DEVICE, kernel_backends
+from helpers import DEVICE, INTERPRETER_BF16_DOT, kernel_backends
 
 F32, F64 = torch.float32, torch.float64
 
@@ -89,8 +89,7 @@ def test_layer_float16_matches_reference(backend, device):
 
 
 @pytest.mark.parametrize("backend", kernel_backends())
-@pytest.mark.skipif(DEVICE != "cuda", reason="the Triton interpreter's bfloat16 tl.dot is wrong "
-                    "(a 16x16 bf16 dot is off by 1e10 in Triton 3.9); run `make test-gpu`")
+@pytest.mark.skipif(DEVICE != "cuda", reason=INTERPRETER_BF16_DOT)
 def test_layer_bfloat16_on_gpu(backend, device):
     gen = torch.Generator().manual_seed(22)
     steps, batch, inp, hidden = 5, 40, 6, 33

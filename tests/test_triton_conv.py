@@ -16,7 +16,8 @@ from gpudnn.kernels.alloc import poison_outputs
 from gpudnn.kernels.limits import check_grid
 from gpudnn.kernels.triton import conv as triton_conv
 from gpudnn.testing import assert_close
-from helpers import DEVICE, in_layout, is_channels_last_only, reference_launch
+from helpers import (DEVICE, INTERPRETER_BF16_DOT, in_layout, is_channels_last_only,
+                     reference_launch)
 
 
 @pytest.fixture(autouse=True)
@@ -261,8 +262,7 @@ def test_functional_conv_transpose2d_triton(device):
 @pytest.mark.parametrize("dtype", [
     torch.float16,
     pytest.param(torch.bfloat16, marks=pytest.mark.skipif(
-        DEVICE == "cpu", reason="the Triton 3.9 interpreter's tl.dot returns garbage for "
-        "bfloat16 operands (a plain 16x16 bf16 tl.dot is off by 1e10); runs on CUDA")),
+        DEVICE == "cpu", reason=INTERPRETER_BF16_DOT)),
 ])
 def test_half_precision_conv(device, dtype):
     """fp16 / bf16 operands with fp32 accumulation, within their rows of the table."""

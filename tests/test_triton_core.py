@@ -15,7 +15,7 @@ import pytest
 import torch
 
 import gpudnn
-from helpers import DEVICE
+from helpers import DEVICE, INTERPRETER_BF16_DOT
 from gpudnn.kernels import alloc
 from gpudnn.kernels.activations import NAMES, Activation
 from gpudnn.kernels.triton import _pointwise
@@ -806,8 +806,7 @@ def test_half_precision(device, dtype):
 @pytest.mark.parametrize("dtype", [
     torch.float16,
     pytest.param(torch.bfloat16, marks=pytest.mark.skipif(
-        DEVICE == "cpu", reason="the Triton 3.9 interpreter's tl.dot returns garbage for bf16 "
-        "operands (a 16x16 bf16 tl.dot alone is off by 1e10); runs on CUDA"))],
+        DEVICE == "cpu", reason=INTERPRETER_BF16_DOT))],
     ids=["fp16", "bf16"])
 def test_dense_half_precision(device, dtype):
     act = Activation.make("gelu_tanh")

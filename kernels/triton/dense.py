@@ -81,8 +81,6 @@ def _dense_forward_kernel(x_ptr, w_ptr, b_ptr, y_ptr, z_ptr, M, N, K,
         # once, offsets inside the tile stay 32-bit (the launcher checks that they fit: _tile_fits)
         x_ptr += m0.to(tl.int64) * stride_xm
         w_ptr += n0.to(tl.int64) * stride_wn
-        y_ptr += m0.to(tl.int64) * N + n0
-        z_ptr += m0.to(tl.int64) * N + n0
     rm_in = _edge_rows(rm, m0, M, I64)
     rn_in = _edge_rows(rn, n0, N, I64)
     # loop-invariant offsets; only the scalar base pointers move along K
@@ -98,7 +96,9 @@ def _dense_forward_kernel(x_ptr, w_ptr, b_ptr, y_ptr, z_ptr, M, N, K,
         w_ptr += BK * stride_wk
     if HAS_BIAS:
         acc += tl.load(b_ptr + rn, mask=rn < N, other=0.0).to(tl.float32)[None, :]
-    if I64:  # relative to the tile's corner, where y_ptr and z_ptr already are
+    if I64:  # relative to the tile's corner (moved here, not before the loop: fewer spills)
+        y_ptr += m0.to(tl.int64) * N + n0
+        z_ptr += m0.to(tl.int64) * N + n0
         out_offs = tl.arange(0, BM)[:, None] * N + tl.arange(0, BN)[None, :]
     else:
         out_offs = rm[:, None] * N + rn[None, :]
@@ -340,19 +340,36 @@ def dense_backward(grad_y: torch.Tensor, x: torch.Tensor, weight: torch.Tensor,
     return gx, gw, gb
 
 
-# Measured for sm_90 (triton 3.9): with 64-bit program bases and 32-bit tile offsets no I64
-# variant spills except the fp32 (ieee, FMA) dW GEMM at 64x64x32, where ptxas settles at 168
-# registers with a 24-byte stack (14 spill instructions); it runs only for operands past 2^31
-# elements with TF32 off.
-_I64_FP32_DW_SPILLS = ("64-bit variant of the fp32 ieee dW GEMM (operands past 2^31 elements, "
-                       "TF32 off) only: ptxas keeps 168 registers and spills 5 to a 24-byte stack")
+# Spills measured for sm_90 (tests/test_aot.py under triton 3.9, and 3.6, the GPU image's):
+# with 64-bit program bases and 32-bit tile offsets (I64), 3.9 spills only in the fp32 ieee dW
+# GEMM at 64x64x32 (168 registers, a 24-byte stack, 14 spill instructions); 3.6 only in the
+# 16-bit 128x128 gelu_tanh forward (46 spill instructions at 255 registers; 144 with 64-bit
+# tile offsets). Both run only for operands past 2^31 elements. 3.6 also spills one register
+# (2 instructions) in the fp32 ieee 128x128 gelu_tanh forward without bias (TF32 off).
+_SPILLS = {
+    "i64 fp32 dW": "64-bit variant of the fp32 ieee dW GEMM (operands past 2^31 elements, TF32 "
+                   "off) only: triton 3.9's ptxas keeps 168 registers and spills 5 to a 24-byte "
+                   "stack",
+    "i64 16-bit fwd": "64-bit variant (operands past 2^31 elements) of the 16-bit 128x128 "
+                      "gelu_tanh forward: triton 3.6 spills at 255 registers (3.9 does not)",
+    "fp32 no-bias fwd": "fp32 ieee 128x128 gelu_tanh forward without bias (TF32 off): triton 3.6 "
+                        "spills one register (3.9 does not)",
+}
 
 
-def _i64_spill_reason(c: AOTConfig) -> str:
+def _spill_reason(c: AOTConfig) -> str:
+    """The measured reason a configuration may spill ("" when it must not)."""
     k = c.constexprs
-    fp32_dw = (c.kernel is _dense_grad_kernel and c.dtype == "fp32" and k["PRECISION"] == "ieee"
-               and k["BP"] == 64 and k.get("stride_dp") == 1 and not k["BIAS_GRAD"])
-    return _I64_FP32_DW_SPILLS if fp32_dw else ""
+    if c.kernel is _dense_grad_kernel:
+        fp32_dw = (k["I64"] and c.dtype == "fp32" and k["PRECISION"] == "ieee" and k["BP"] == 64
+                   and k.get("stride_dp") == 1 and not k["BIAS_GRAD"])
+        return _SPILLS["i64 fp32 dW"] if fp32_dw else ""
+    wide_gelu = k["BM"] == 128 and k["CODE"] != 0
+    if k["I64"] and wide_gelu and c.dtype in ("bf16", "fp16"):
+        return _SPILLS["i64 16-bit fwd"]
+    if not k["HAS_BIAS"] and wide_gelu and c.dtype == "fp32" and k["PRECISION"] == "ieee":
+        return _SPILLS["fp32 no-bias fwd"]
+    return ""
 
 
 def aot_configs() -> list[AOTConfig]:
@@ -420,6 +437,6 @@ def aot_configs() -> list[AOTConfig]:
                                     label=f"{c.label} no-bias")
                 for c in configs if c.kernel is _dense_forward_kernel]
     configs += [dataclasses.replace(c, constexprs=dict(c.constexprs, I64=True),
-                                    label=f"{c.label} i64", spill_reason=_i64_spill_reason(c))
+                                    label=f"{c.label} i64")
                 for c in list(configs) if c.constexprs.get("HAS_BIAS", True)]
-    return configs
+    return [dataclasses.replace(c, spill_reason=_spill_reason(c)) for c in configs]
