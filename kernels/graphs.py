@@ -9,7 +9,8 @@ launches then depend on nothing but the shape key and the table's own address, s
 captured once per (key, device, stream) into a CUDA graph and replayed; each call only rewrites
 the table first (one launch, stream-ordered before the replay).
 
-Rules of a ``launch(table)`` function given to ``LaunchSequence.run``: it enqueues kernels on
+``LaunchSequence.run(write, launch)`` enqueues ``write(table)`` (every call) and then
+``launch(table)`` (eagerly, or as a graph replay). Rules of ``launch``: it enqueues kernels on
 the current stream, computes every argument from the key and ``table`` alone (a graph bakes its
 arguments: no tensor, global switch or other state may be read at launch time), allocates
 nothing and never synchronises.
