@@ -75,6 +75,25 @@ def _environment(settings: dict):
                 os.environ[k] = v
 
 
+@contextlib.contextmanager
+def _recorded(record: dict, device: str, empty_cache: bool = False):
+    """Run a measurement: ``status`` "ok" when it completes, else its exception recorded in
+    ``record`` (never raised, so one failure never stops the run); on CUDA the device is
+    synchronised after (and its cache emptied), so a failure does not leak into the next."""
+    try:
+        yield
+        record["status"] = "ok"
+    except Exception as exc:
+        record["status"] = classify(exc)
+        record["error"] = describe(exc)
+    finally:
+        if device == "cuda":
+            with contextlib.suppress(Exception):
+                torch.cuda.synchronize()
+                if empty_cache:
+                    torch.cuda.empty_cache()
+
+
 def make_runner(instance: Instance, backend: str) -> tuple[Callable, list] | None:
     """(callable(*args), extra grad leaves) of ``backend``; None when it does not apply."""
     if backend in GPUDNN_BACKENDS or backend in VARIANTS:
@@ -145,7 +164,7 @@ def _measure(case: Case, instance: Instance, backend: str, mode: str, dtype: str
     flops, nbytes = case.cost(es).of(mode)
     record = {"op": case.op, "family": case.family, "source": case.source, "shape": case.shape,
               "dtype": dtype, "pass": mode, "backend": backend, "flops": flops, "bytes": nbytes}
-    try:
+    with _recorded(record, device):
         made = make_runner(instance, backend)
         if made is None:
             return None
@@ -193,14 +212,6 @@ def _measure(case: Case, instance: Instance, backend: str, mode: str, dtype: str
             if case.matmul is not None:
                 matmul = costs.matmul_key(dtype, tf32.get(case.matmul, False))
             record.update(costs.roofline(flops, nbytes, timing.median_ms / 1e3, ceilings, matmul))
-        record["status"] = "ok"
-    except Exception as exc:  # recorded; never stops the run
-        record["status"] = classify(exc)
-        record["error"] = describe(exc)
-    finally:
-        if device == "cuda":
-            with contextlib.suppress(Exception):
-                torch.cuda.synchronize()
     return record
 
 
@@ -333,7 +344,7 @@ def profile_model(task, dtypes: list[str], backends: list[str], timer, device: s
             _reset_compiler()
             record = {"model": task.name, "dtype": dtype, "backend": backend,
                       "precision": "fp32" if dtype == "fp32" else f"{dtype} autocast"}
-            try:
+            with _recorded(record, device, empty_cache=True):
                 parts, optimizers, loss_fn, context, origin = _e2e_variant(
                     task, twin, backend, device)
                 record["optimizer"] = origin
@@ -351,15 +362,6 @@ def profile_model(task, dtypes: list[str], backends: list[str], timer, device: s
                         step()
                     record["peak_bytes"] = measure_memory(step, lambda loss: None).peak_bytes
                 record.update(timer.loop(step, steps_per_sample).as_dict())
-                record["status"] = "ok"
-            except Exception as exc:
-                record["status"] = classify(exc)
-                record["error"] = describe(exc)
-            finally:
-                if device == "cuda":
-                    with contextlib.suppress(Exception):
-                        torch.cuda.synchronize()
-                        torch.cuda.empty_cache()
             records.append(record)
             if record["status"] == "ok":
                 log(f"  model {task.name:<5} {dtype:<4} {backend:<11} {record['time_ms']:9.3f}"

@@ -20,6 +20,16 @@ INTERPRETER_BF16_DOT = ("the Triton interpreter's tl.dot is wrong for bfloat16 o
                         "`make test-gpu`")
 
 
+def lstm_args(gen: torch.Generator, x_shape: tuple, hidden: int) -> list:
+    """float64 (x, h0, c0, w_ih, w_hh, b_ih, b_hh) of an LSTM layer (x [T, B, I]) or cell
+    (x [B, I]), drawn from ``gen`` in that order; weights scaled so the gates stay unsaturated."""
+    batch, inp = x_shape[-2], x_shape[-1]
+    return [torch.randn(shape, dtype=torch.float64, generator=gen) * scale for shape, scale in (
+        (tuple(x_shape), 1.0), ((batch, hidden), 1.0), ((batch, hidden), 1.0),
+        ((4 * hidden, inp), 0.4), ((4 * hidden, hidden), 0.3), ((4 * hidden,), 0.3),
+        ((4 * hidden,), 0.3))]
+
+
 def kernel_backends() -> list:
     """Backends whose kernels run on DEVICE: triton always (interpreter on CPU); cupy on CUDA."""
     params = [pytest.param("triton", id="triton")]

@@ -11,7 +11,7 @@ import gpudnn.nn as gnn
 from gpudnn.kernels import graphs
 from gpudnn.ops.lstm import LSTMLayerFunction
 from gpudnn.testing import assert_close
-from helpers import DEVICE
+from helpers import DEVICE, lstm_args
 
 triton_lstm = pytest.importorskip("gpudnn.kernels.triton.lstm")
 from gpudnn.kernels.triton._table import (TABLE_SLOTS, addresses_aligned,  # noqa: E402
@@ -207,13 +207,6 @@ def test_the_pointer_table_holds_the_addresses(device):
 
 # --- the LSTM loops under capture and replay -----------------------------------------------
 
-def _layer_args(gen, steps, batch, inp, hidden):
-    return [torch.randn(shape, dtype=F64, generator=gen) * scale for shape, scale in (
-        ((steps, batch, inp), 1.0), ((batch, hidden), 1.0), ((batch, hidden), 1.0),
-        ((4 * hidden, inp), 0.4), ((4 * hidden, hidden), 0.3), ((4 * hidden,), 0.3),
-        ((4 * hidden,), 0.3))]
-
-
 @pytest.mark.parametrize("reverse", [False, True])
 def test_layer_replays_are_right_for_new_tensors_of_the_same_shape(capture_stats, device,
                                                                    reverse):
@@ -221,7 +214,7 @@ def test_layer_replays_are_right_for_new_tensors_of_the_same_shape(capture_stats
     each forward and gradient matches the reference."""
     gen = torch.Generator().manual_seed(40 + reverse)
     for call in range(3):
-        args64 = _layer_args(gen, 6, 3, 5, 18)
+        args64 = lstm_args(gen, (6, 3, 5), 18)
         ref_in = [a.clone().requires_grad_(True) for a in args64]
         ker_in = [a.to(device, F32).requires_grad_(True) for a in args64]
         with gpudnn.use_backend("reference"):

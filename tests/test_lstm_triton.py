@@ -13,7 +13,7 @@ from gpudnn.backend import launcher
 from gpudnn.kernels.alloc import poison_outputs
 from gpudnn.ops.lstm import LSTMCellFunction, LSTMLayerFunction
 from gpudnn.testing import assert_close
-from helpers import DEVICE, INTERPRETER_BF16_DOT, kernel_backends
+from helpers import DEVICE, INTERPRETER_BF16_DOT, kernel_backends, lstm_args
 
 F32, F64 = torch.float32, torch.float64
 
@@ -66,10 +66,7 @@ def _compare_functions(function, args64, flags, backend, device, cotangent_seed,
 ])
 def test_layer_matches_reference(backend, device, steps, batch, input_size, hidden, reverse):
     gen = torch.Generator().manual_seed(steps * 100 + batch * 10 + hidden + reverse)
-    args = [_randn(steps, batch, input_size, gen=gen), _randn(batch, hidden, gen=gen),
-            _randn(batch, hidden, gen=gen), _randn(4 * hidden, input_size, gen=gen) * 0.4,
-            _randn(4 * hidden, hidden, gen=gen) * 0.3, _randn(4 * hidden, gen=gen) * 0.3,
-            _randn(4 * hidden, gen=gen) * 0.3]
+    args = lstm_args(gen, (steps, batch, input_size), hidden)
     _compare_functions(LSTMLayerFunction, args, (reverse,), backend, device, cotangent_seed=1)
 
 
@@ -80,10 +77,7 @@ def test_layer_float16_matches_reference(backend, device):
     only (test_layer_bfloat16_on_gpu)."""
     gen = torch.Generator().manual_seed(21)
     steps, batch, inp, hidden = 5, 2, 6, 17
-    args = [_randn(steps, batch, inp, gen=gen), _randn(batch, hidden, gen=gen),
-            _randn(batch, hidden, gen=gen), _randn(4 * hidden, inp, gen=gen) * 0.4,
-            _randn(4 * hidden, hidden, gen=gen) * 0.3, _randn(4 * hidden, gen=gen) * 0.3,
-            _randn(4 * hidden, gen=gen) * 0.3]
+    args = lstm_args(gen, (steps, batch, inp), hidden)
     _compare_functions(LSTMLayerFunction, args, (False,), backend, device, cotangent_seed=4,
                        dtype=torch.float16)
 
@@ -93,10 +87,7 @@ def test_layer_float16_matches_reference(backend, device):
 def test_layer_bfloat16_on_gpu(backend, device):
     gen = torch.Generator().manual_seed(22)
     steps, batch, inp, hidden = 5, 40, 6, 33
-    args = [_randn(steps, batch, inp, gen=gen), _randn(batch, hidden, gen=gen),
-            _randn(batch, hidden, gen=gen), _randn(4 * hidden, inp, gen=gen) * 0.4,
-            _randn(4 * hidden, hidden, gen=gen) * 0.3, _randn(4 * hidden, gen=gen) * 0.3,
-            _randn(4 * hidden, gen=gen) * 0.3]
+    args = lstm_args(gen, (steps, batch, inp), hidden)
     _compare_functions(LSTMLayerFunction, args, (True,), backend, device, cotangent_seed=5,
                        dtype=torch.bfloat16)
 
@@ -105,10 +96,7 @@ def test_layer_bfloat16_on_gpu(backend, device):
 @pytest.mark.parametrize("batch,hidden", [(3, 33), (1, 8)])
 def test_cell_matches_reference(backend, device, batch, hidden):
     gen = torch.Generator().manual_seed(batch + hidden)
-    args = [_randn(batch, 6, gen=gen), _randn(batch, hidden, gen=gen),
-            _randn(batch, hidden, gen=gen), _randn(4 * hidden, 6, gen=gen) * 0.4,
-            _randn(4 * hidden, hidden, gen=gen) * 0.3, _randn(4 * hidden, gen=gen) * 0.3,
-            _randn(4 * hidden, gen=gen) * 0.3]
+    args = lstm_args(gen, (batch, 6), hidden)
     _compare_functions(LSTMCellFunction, args, (), backend, device, cotangent_seed=2)
 
 

@@ -9,6 +9,8 @@ import torch
 import triton
 import triton.language as tl
 
+from .aot import AOTConfig
+
 TABLE_SLOTS = 8
 # the element types a table's addresses are typed as (the kernels' DTYPE constexpr)
 TL_DTYPES = {torch.float32: tl.float32, torch.float16: tl.float16,
@@ -59,7 +61,6 @@ def write_pointer_table(table: torch.Tensor, tensors: Sequence[torch.Tensor | No
 
 def write_table_aot_config():
     """The table write's one configuration (for the AOT list of the families that use it)."""
-    from .aot import AOTConfig
     addresses = {f"a{k}": "i64" for k in range(TABLE_SLOTS)}
     return AOTConfig(kernel=_write_table_kernel, signature={"table_ptr": "*i64", **addresses},
                      constexprs={}, num_warps=1, num_stages=1, dtype="i64",

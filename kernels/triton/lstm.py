@@ -470,6 +470,12 @@ def lstm_cell_backward(grad_h, grad_c, x, h, c, w_ih, w_hh, c_new, saved, needs)
 
 # --- ahead-of-time configurations ----------------------------------------------------------
 
+def _table_signature(kernel) -> dict[str, str]:
+    """A step kernel's signature: the int64 pointer table, i32 integers, then constexprs."""
+    return {p.name: "constexpr" if p.is_constexpr else "*i64" if p.name == "table_ptr" else "i32"
+            for p in kernel.params}
+
+
 def aot_configs() -> list[AOTConfig]:
     """Every configuration the heuristics above can pick: fp32 (ieee and tf32), fp16, bf16,
     with aligned tensors; bf16 also unaligned; and the pointer-table write."""
@@ -493,33 +499,15 @@ def aot_configs() -> list[AOTConfig]:
                 "HGMMA" if step["BLOCK_B"] == 64 else "HMMA"
             common = dict(num_warps=step["num_warps"], num_stages=step["num_stages"], dtype=name,
                           expect_mma=mma)
-            for store_gates in (False, True):
-                configs.append(AOTConfig(
-                    kernel=_lstm_step_forward_kernel,
-                    signature={"table_ptr": "*i64",
-                               **{k: "i32" for k in ("step", "prev_h_slot", "prev_c_slot",
-                                                     "prev_step", "batch", "hidden",
-                                                     "stride_wr", "stride_wc", "stride_hpb",
-                                                     "stride_hph")},
-                               **{k: "constexpr" for k in ("DTYPE", "STORE_GATES", "ALIGNED",
-                                                           *blocks, "PRECISION")}},
-                    constexprs={"DTYPE": TL_DTYPES[dtype], "STORE_GATES": store_gates,
-                                "ALIGNED": True, **blocks, "PRECISION": precision},
-                    label=f"lstm step forward {label} store_gates={store_gates}", **common))
-            for has_grad_h_n in (False, True):
-                configs.append(AOTConfig(
-                    kernel=_lstm_step_backward_kernel,
-                    signature={"table_ptr": "*i64",
-                               **{k: "i32" for k in ("step", "next_step", "prev_c_slot",
-                                                     "prev_step", "batch", "hidden", "k_next",
-                                                     "stride_wr", "stride_wc", "stride_gyt",
-                                                     "stride_gyb", "stride_gyh", "stride_ghb",
-                                                     "stride_ghh")},
-                               **{k: "constexpr" for k in ("DTYPE", "HAS_GRAD_H_N", "ALIGNED",
-                                                           *blocks, "PRECISION")}},
-                    constexprs={"DTYPE": TL_DTYPES[dtype], "HAS_GRAD_H_N": has_grad_h_n,
-                                "ALIGNED": True, **blocks, "PRECISION": precision},
-                    label=f"lstm step backward {label} grad_h_n={has_grad_h_n}", **common))
+            constexprs = {"DTYPE": TL_DTYPES[dtype], "ALIGNED": True, **blocks,
+                          "PRECISION": precision}
+            for kernel, flag, what in ((_lstm_step_forward_kernel, "STORE_GATES", "forward"),
+                                       (_lstm_step_backward_kernel, "HAS_GRAD_H_N", "backward")):
+                for value in (False, True):
+                    configs.append(AOTConfig(
+                        kernel=kernel, signature=_table_signature(kernel),
+                        constexprs={**constexprs, flag: value},
+                        label=f"lstm step {what} {label} {flag.lower()}={value}", **common))
     # unaligned tensors (e.g. a view at an odd offset) drop the alignment hints only
     configs += [dataclasses.replace(c, constexprs=dict(c.constexprs, ALIGNED=False),
                                     label=f"{c.label} unaligned")
