@@ -11,7 +11,7 @@ GPU_TRITON_VERSION ?= 3.6.0
 VENV_GPU_TRITON ?= .venv-triton$(subst .,,$(basename $(GPU_TRITON_VERSION)))
 JOBS ?= auto
 
-.PHONY: test test-latest test-gpu-triton demo test-gpu profile kernel-report clean
+.PHONY: test test-latest test-gpu-triton demo fuzz test-gpu gpu-check profile kernel-report clean
 
 $(VENV)/.installed: pyproject.toml Makefile
 	$(PYTHON) -m venv $(VENV)
@@ -42,12 +42,30 @@ test-gpu-triton: $(VENV_GPU_TRITON)/.installed
 demo: $(VENV)/.installed
 	$(VPY) -m gpudnn demo
 
+# Long randomized runs, not part of `make test`: FUZZ_TESTS are the pytest targets and FUZZ_ENV
+# the settings that scale them up (add yours to both). GPUDNN_KILL_TRIES: SIGKILLs of the trainer
+# in tests/test_checkpoint_kill.py (24 in `make test`).
+FUZZ_TESTS ?= tests/test_checkpoint_kill.py
+FUZZ_ENV ?= GPUDNN_KILL_TRIES=300
+
+fuzz: $(VENV)/.installed
+	$(FUZZ_ENV) TRITON_INTERPRET=1 $(VPY) -m pytest -n 0 -q -s $(FUZZ_TESTS)
+
 # On a machine with CUDA (its own torch, triton, cupy): the same suite on CUDA tensors.
 test-gpu:
 	GPUDNN_TEST_DEVICE=cuda PYTHONPATH=$(CURDIR) $(PYTHON) -m pytest -q
 
 profile:
 	PYTHONPATH=$(CURDIR) $(PYTHON) -m profiling $(PROFILE_ARGS)
+
+# The one prepared check for a lent GPU (profiling/GPU.md): environment and ceilings, the suite
+# on CUDA, compute-sanitizer, the quick profile, a summary; in 8.5 minutes. Results land in
+# profiling/results/<gpu>/, a tarball and the summary in OUT_DIR (the device tool's $$OUT).
+# DRY=1: every phase on this CPU with tiny shapes and fake times (tests/test_gpu_check.py).
+GPU_CHECK_PY = $(if $(DRY),TRITON_INTERPRET=1 $(VPY),$(PYTHON))
+gpu-check: $(if $(DRY),$(VENV)/.installed)
+	PYTHONPATH=$(CURDIR) $(GPU_CHECK_PY) -m profiling.gpu_check $(if $(DRY),--dry-run) \
+		$(if $(OUT_DIR),--out "$(OUT_DIR)") $(GPU_CHECK_ARGS)
 
 kernel-report: $(VENV)/.installed
 	$(VPY) -m profiling.kernel_report

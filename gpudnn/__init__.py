@@ -30,7 +30,8 @@ def _map_kernels_from_checkout() -> None:
 _map_kernels_from_checkout()
 
 from .backend import available_backends, get_backend, set_backend, use_backend  # noqa: E402
-from . import functional, nn  # noqa: E402
+from . import functional, nn, optim  # noqa: E402
 
 __all__ = ["available_backends", "get_backend", "set_backend", "use_backend", "functional", "nn",
+           "optim",
            "__version__"]

@@ -7,7 +7,8 @@ import torch
 
 from .kernels.activations import NAMES, Activation
 
-__all__ = ["Activation", "NAMES", "parse_activation", "activation_module"]
+__all__ = ["Activation", "NAMES", "parse_activation", "activation_module", "activation_args",
+           "activation_of"]
 
 
 def parse_activation(activation: Any) -> Activation | None:
@@ -48,3 +49,13 @@ def activation_module(act: Activation | None) -> torch.nn.Module:
         "gelu_tanh": lambda: nn.GELU(approximate="tanh"),
         "silu": lambda: nn.SiLU(),
     }[act.name]()
+
+
+def activation_args(act: Activation | None) -> tuple[str, float]:
+    """``act`` as the (name, parameter) arguments of a gpudnn op ("" for the identity)."""
+    return ("", 0.0) if act is None else (act.name, float(act.param))
+
+
+def activation_of(name: str, param: float) -> Activation | None:
+    """The inverse of ``activation_args``."""
+    return Activation(name, float(param)) if name else None

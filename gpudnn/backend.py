@@ -1,37 +1,34 @@
-"""Backend registry and selection.
+"""Backend selection, and the launchers of one op on every backend (``Kernels``).
 
 Names: ``"auto"`` (default: CUDA tensors -> ``"triton"``, CPU tensors -> ``"reference"``),
 ``"triton"`` (CUDA tensors; CPU tensors only under ``TRITON_INTERPRET=1``), ``"cupy"`` (CUDA
 tensors and CuPy installed) and ``"reference"`` (NumPy on the host; CUDA tensors are copied).
-The selection is, in order of precedence: ``with use_backend(name)``, ``set_backend(name)``, the
-``GPUDNN_BACKEND`` environment variable, ``"auto"``.
+The selection is, in order of precedence: ``with use_backend(name)`` (per thread),
+``set_backend(name)``, the ``GPUDNN_BACKEND`` environment variable, ``"auto"``.
+
+The selection state is a thread-local and two plain globals (not a ContextVar) because
+``torch.compile`` traces ``get_backend`` and guards on what it reads: a compiled model recompiles
+when the selection changes, so ``use_backend`` keeps working on compiled code.
 """
 from __future__ import annotations
 
 import contextlib
-import contextvars
 import functools
-import importlib
 import importlib.util
 import os
+import threading
 import warnings
+from dataclasses import dataclass
 from typing import Any, Callable, Iterator
 
 import numpy as np
 import torch
 
-from .launchers import FLOAT32_OUTPUTS, LAUNCHERS
-
 BACKENDS = ("auto", "triton", "cupy", "reference")
-_PACKAGES = {
-    "reference": "gpudnn.reference",
-    "triton": "gpudnn.kernels.triton",
-    "cupy": "gpudnn.kernels.cupy",
-}
+KERNEL_BACKENDS = ("reference", "triton", "cupy")
 
 _global_choice: str | None = None
-_context_choice: contextvars.ContextVar[str | None] = contextvars.ContextVar(
-    "gpudnn_backend", default=None)
+_local = threading.local()  # .choice: the innermost use_backend of this thread
 
 
 def _check_name(name: str) -> str:
@@ -42,7 +39,7 @@ def _check_name(name: str) -> str:
 
 def get_backend() -> str:
     """The selected backend name (``"auto"`` unless chosen otherwise)."""
-    choice = _context_choice.get() or _global_choice
+    choice = getattr(_local, "choice", None) or _global_choice
     if choice is None:
         choice = _check_name(os.environ.get("GPUDNN_BACKEND", "auto") or "auto")
     return choice
@@ -56,12 +53,13 @@ def set_backend(name: str) -> None:
 
 @contextlib.contextmanager
 def use_backend(name: str) -> Iterator[str]:
-    """Select a backend inside a ``with`` block (per thread / async task)."""
-    token = _context_choice.set(_check_name(name))
+    """Select a backend inside a ``with`` block (for this thread only)."""
+    previous = getattr(_local, "choice", None)
+    _local.choice = _check_name(name)
     try:
-        yield _context_choice.get()
+        yield _local.choice
     finally:
-        _context_choice.reset(token)
+        _local.choice = previous
 
 
 def triton_interpreted() -> bool:
@@ -97,19 +95,6 @@ def available_backends() -> list[str]:
     return names
 
 
-def _device_type(tensors: tuple[Any, ...]) -> str:
-    types = set()
-    for t in tensors:
-        if isinstance(t, torch.Tensor):
-            types.add(t.device.type)
-        elif isinstance(t, (list, tuple)):
-            types.update(x.device.type for x in t if isinstance(x, torch.Tensor))
-    if len(types) > 1:
-        raise RuntimeError(f"gpudnn: tensors on different devices ({sorted(types)}); "
-                           "move them to one device first")
-    return types.pop() if types else "cpu"
-
-
 def _why_not(backend: str, device: str) -> str | None:
     """Why ``backend`` cannot run tensors on ``device``, or None when it can."""
     if backend == "reference":
@@ -134,66 +119,61 @@ def _why_not(backend: str, device: str) -> str | None:
     raise AssertionError(backend)
 
 
-@functools.lru_cache(maxsize=None)
-def _find(backend: str, name: str) -> Callable | None:
-    family = LAUNCHERS[name]
-    try:
-        module = importlib.import_module(f"{_PACKAGES[backend]}.{family}")
-    except ModuleNotFoundError as exc:
-        if exc.name and exc.name.startswith(f"{_PACKAGES[backend]}.{family}"):
-            return None
-        raise
-    fn = getattr(module, name, None)
-    if fn is not None and backend == "reference":
-        fn = _numpy_adapter(fn)
-    return fn
+# --- the launchers of one op ---------------------------------------------------------------------
+
+@dataclass(frozen=True, eq=False)
+class Kernels:
+    """The launchers of one op on every backend: ``(forward, backward)`` per backend (a
+    1-tuple for an op without a backward, such as an optimizer step). The reference's are NumPy
+    functions, wrapped here so that they take and return torch tensors (``reference_launcher``).
+    ``None``: the backend has no kernel for this op (``"auto"`` then skips it)."""
+
+    name: str
+    reference: tuple[Callable, ...]
+    triton: tuple[Callable, ...] | None = None
+    cupy: tuple[Callable, ...] | None = None
+
+    def __post_init__(self):
+        if self.name in KERNELS:
+            raise ValueError(f"gpudnn: kernels for op {self.name!r} defined twice")
+        KERNELS[self.name] = self
+
+    def of(self, backend: str) -> tuple[Callable, ...]:
+        """The launchers of ``backend`` (RuntimeError when it has none for this op)."""
+        launchers = getattr(self, _check_kernel_backend(backend))
+        if launchers is None:
+            raise RuntimeError(f"gpudnn backend {backend!r} has no kernel for {self.name} (an "
+                               "op's backward runs on the backend its forward ran on)")
+        return launchers
+
+    def forward(self, backend: str) -> Callable:
+        return self.of(backend)[0]
+
+    def backward(self, backend: str) -> Callable:
+        return self.of(backend)[1]
 
 
-_warned: set[str] = set()
+# every op's Kernels by op name, filled as gpudnn.ops defines them (tests and tools walk it)
+KERNELS: dict[str, Kernels] = {}
 
 
-def _companion(name: str) -> str | None:
-    """The launcher that must run on the same backend as ``name`` (its backward, or forward)."""
-    for a, b in (("_forward", "_backward"), ("_backward", "_forward")):
-        if name.endswith(a) and name[:-len(a)] + b in LAUNCHERS:
-            return name[:-len(a)] + b
-    return None
+def _check_kernel_backend(name: str) -> str:
+    if _check_name(name) == "auto":
+        raise ValueError("backend= names the backend to use, not 'auto'")
+    return name.lower()
 
 
-def _has_pair(backend: str, name: str) -> bool:
-    companion = _companion(name)
-    return _find(backend, name) is not None and (
-        companion is None or _find(backend, companion) is not None)
-
-
-def resolve(name: str, *tensors: Any) -> str:
-    """The backend that will run launcher ``name`` for these tensors (raises if none can).
-
-    "auto" only picks a GPU backend that has both halves of a forward/backward pair, because the
-    backward of an op must run on the backend its forward ran on (see ``launcher``)."""
-    if name not in LAUNCHERS:
-        raise KeyError(f"unknown launcher {name!r}")
-    device = _device_type(tensors)
-    choice = get_backend()
-    if choice != "auto":
-        why = _why_not(choice, device)
-        if why is None and _find(choice, name) is None:
-            why = f"the {choice} backend has no kernel for {name} yet"
-        if why is not None:
-            raise RuntimeError(f"gpudnn backend {choice!r} cannot run {name}: {why}")
-        return choice
-    if device != "cuda":
-        return "reference"
-    if not _has_float64(tensors):  # the GPU kernels compute in fp32 at most: float64 -> NumPy
-        for candidate in ("triton", "cupy"):
-            if _why_not(candidate, device) is None and _has_pair(candidate, name):
-                return candidate
-    if name not in _warned:
-        _warned.add(name)
-        warnings.warn(f"gpudnn: no GPU kernel can run {name} here (float64 tensors, or no kernel "
-                      "for this op); falling back to the NumPy reference on the host (slow)",
-                      RuntimeWarning, stacklevel=3)
-    return "reference"
+def _device_type(tensors: tuple[Any, ...]) -> str:
+    types = set()
+    for t in tensors:
+        if isinstance(t, torch.Tensor):
+            types.add(t.device.type)
+        elif isinstance(t, (list, tuple)):
+            types.update(x.device.type for x in t if isinstance(x, torch.Tensor))
+    if len(types) > 1:
+        raise RuntimeError(f"gpudnn: tensors on different devices ({sorted(types)}); "
+                           "move them to one device first")
+    return types.pop() if types else "cpu"
 
 
 def _has_float64(tensors: tuple[Any, ...]) -> bool:
@@ -205,26 +185,43 @@ def _has_float64(tensors: tuple[Any, ...]) -> bool:
     return False
 
 
-def launcher(name: str, *tensors: Any, backend: str | None = None) -> Callable:
-    """Launcher ``name`` of ``backend``, or of the backend selected for these tensors.
+_warned: set[str] = set()
 
-    An autograd Function resolves its forward's backend once (``resolve``), keeps it and passes
-    it here for the backward: a backward must never re-read the selection (autograd may run it
-    outside the forward's ``use_backend`` block, on its own thread) and the forward's ``saved``
-    is only meaningful to the same backend."""
-    if backend is None:
-        backend = resolve(name, *tensors)
-    else:
-        backend = _check_name(backend)
-        if backend == "auto":
-            raise ValueError("launcher: backend= names the backend to use, not 'auto'")
-        if name not in LAUNCHERS:
-            raise KeyError(f"unknown launcher {name!r}")
-    fn = _find(backend, name)
-    if fn is None:
-        raise RuntimeError(f"gpudnn backend {backend!r} has no kernel for {name} (an op's "
-                           "backward runs on the backend its forward ran on)")
-    return fn
+
+@torch.compiler.assume_constant_result
+def _choose(kernels: Kernels, choice: str, device: str, float64: bool) -> tuple[str, str]:
+    """(backend, "") or ("", why none can run): a pure function of its arguments, so that
+    torch.compile evaluates it once while tracing and guards on the arguments instead."""
+    if choice != "auto":
+        why = _why_not(choice, device)
+        if why is None and getattr(kernels, choice) is None:
+            why = f"the {choice} backend has no kernel for {kernels.name} yet"
+        if why is not None:
+            return "", f"gpudnn backend {choice!r} cannot run {kernels.name}: {why}"
+        return choice, ""
+    if device != "cuda":
+        return "reference", ""
+    if not float64:  # the GPU kernels compute in fp32 at most: float64 -> NumPy
+        for candidate in ("triton", "cupy"):
+            if _why_not(candidate, device) is None and getattr(kernels, candidate) is not None:
+                return candidate, ""
+    if kernels.name not in _warned:
+        _warned.add(kernels.name)
+        warnings.warn(f"gpudnn: no GPU kernel can run {kernels.name} here (float64 tensors, or no "
+                      "kernel for this op); falling back to the NumPy reference on the host "
+                      "(slow)", RuntimeWarning, stacklevel=4)
+    return "reference", ""
+
+
+def resolve(kernels: Kernels, *tensors: Any) -> str:
+    """The backend that runs op ``kernels`` on these tensors (RuntimeError when none can).
+
+    "auto" only picks a GPU backend that has the op's forward and backward, because a backward
+    runs on the backend its forward ran on: the ops pass the name resolved here to both."""
+    backend, why = _choose(kernels, get_backend(), _device_type(tensors), _has_float64(tensors))
+    if why:
+        raise RuntimeError(why)
+    return backend
 
 
 # --- NumPy boundary for the reference backend -------------------------------------------------
@@ -248,7 +245,7 @@ def _to_numpy(obj: Any, back: list) -> Any:
 
 def _to_torch(obj: Any, like: torch.Tensor | None, float32: bool = False) -> Any:
     """NumPy -> torch on ``like``'s device; floating arrays take ``like``'s dtype, or at least
-    float32 when ``float32`` (an output that launchers.FLOAT32_OUTPUTS keeps in float32)."""
+    float32 when ``float32`` (an output the launcher contract keeps in float32)."""
     if isinstance(obj, np.ndarray) or isinstance(obj, np.generic):
         # always a copy (order="K" keeps channels_last strides): an output must never alias an
         # input's memory behind autograd's back
@@ -286,8 +283,13 @@ def _copy_back_if_changed(tensor: torch.Tensor, arr: np.ndarray) -> None:
             tensor.copy_(new)
 
 
-def _numpy_adapter(fn: Callable) -> Callable:
-    """Wrap a NumPy launcher so that it takes and returns torch tensors."""
+def reference_launcher(fn: Callable, float32_outputs: tuple[int, ...] = ()) -> Callable:
+    """A NumPy launcher of ``gpudnn.reference`` as a torch launcher: tensors in and out (on the
+    first tensor argument's device and dtype), in-place updates of arguments copied back.
+    ``float32_outputs``: indices of tuple outputs that the launcher contract keeps in (at least)
+    float32 whatever the input dtype (lse, mean, invstd, ...); other floating outputs take the
+    first tensor argument's dtype."""
+    keep = frozenset(float32_outputs)
 
     @functools.wraps(fn)
     def wrapper(*args, **kwargs):
@@ -298,8 +300,7 @@ def _numpy_adapter(fn: Callable) -> Callable:
         out = fn(*nargs, **nkwargs)
         for tensor, arr in back:  # in-place updates of tensors that were copied
             _copy_back_if_changed(tensor, arr)
-        if isinstance(out, tuple) and fn.__name__ in FLOAT32_OUTPUTS:
-            keep = FLOAT32_OUTPUTS[fn.__name__]
+        if isinstance(out, tuple) and keep:
             return tuple(_to_torch(o, like, i in keep) for i, o in enumerate(out))
         return _to_torch(out, like)
 

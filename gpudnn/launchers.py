@@ -1,12 +1,13 @@
 """The launcher contract: every backend exposes these functions, with these signatures.
 
 A backend is a package with one module per op family (``dense.py``, ``conv.py``, ...):
-``gpudnn.reference`` (NumPy), ``gpudnn.kernels.triton`` and ``gpudnn.kernels.cupy``. The autograd
-Functions in ``gpudnn.ops`` get their launchers from ``gpudnn.backend`` and never import a backend
-directly: the forward's backend is resolved once and the backward runs on that same backend
-(``launcher(name, backend=...)``), so a ``saved`` value only ever meets its own backend. Triton and CuPy launchers take and return torch tensors; reference launchers take
-and return NumPy arrays (``gpudnn.backend`` converts at the boundary, and copies in-place updates
-back). Shapes below; ``act`` is ``kernels.activations.Activation`` or ``None`` (identity).
+``gpudnn.reference`` (NumPy), ``gpudnn.kernels.triton`` and ``gpudnn.kernels.cupy``. Each op
+module of ``gpudnn.ops`` imports its family's modules and lists their launchers in one
+``gpudnn.backend.Kernels``; its custom op takes the backend name as an argument (resolved once by
+the public function) and its autograd formula passes the same name to the backward op, so a
+``saved`` value only ever meets its own backend. Triton and CuPy launchers take and return torch
+tensors; reference launchers take and return NumPy arrays (``backend.reference_launcher``
+converts at the boundary, and copies in-place updates back). Shapes below; ``act`` is ``kernels.activations.Activation`` or ``None`` (identity).
 ``needs`` is a tuple of bools (like ``ctx.needs_input_grad``); a gradient not needed is ``None``.
 
 activations
@@ -31,7 +32,7 @@ losses
     mse_loss_forward(x, target, reduction) -> loss
     mse_loss_backward(grad_loss, x, target, reduction, needs) -> (grad_x, grad_target)
 dropout
-    dropout_forward(x, p, seed, offset) -> y
+    dropout_forward(x, p, seed, offset) -> y       seed: an int or a 0-d int64 tensor
     dropout_backward(grad_y, p, seed, offset) -> grad_x
         Element i (row-major logical index) is kept iff u_i >= float32(p), where
         u_i = tl.rand(seed, offset + i) (Philox4x32-10); kept elements are scaled by
@@ -58,7 +59,7 @@ conv
                               dilation, act, needs) -> (grad_x, grad_weight, grad_bias)
 pool
     max_pool2d_forward(x, kernel_size, stride, padding, dilation, ceil_mode) -> (y, saved)
-        saved: whatever the same backend's backward needs (indices); opaque to the Function
+        saved: whatever the same backend's backward needs (indices); opaque to the op
     max_pool2d_backward(grad_y, x_shape, saved, kernel_size, stride, padding, dilation, ceil_mode)
         -> grad_x
     avg_pool2d_forward(x, kernel_size, stride, padding, ceil_mode, count_include_pad,
@@ -72,41 +73,3 @@ lstm
 optim
     sgd_step / adam_step  (in place on lists of tensors; signatures in gpudnn/reference/optim.py)
 """
-from __future__ import annotations
-
-# launcher name -> family module name (the same file name in every backend package)
-LAUNCHERS: dict[str, str] = {}
-for _family, _names in {
-    "activations": ["activation_forward", "activation_backward"],
-    "dense": ["dense_forward", "dense_backward"],
-    "softmax": ["softmax_forward", "softmax_backward"],
-    "losses": ["cross_entropy_forward", "cross_entropy_backward",
-               "bce_with_logits_forward", "bce_with_logits_backward",
-               "mse_loss_forward", "mse_loss_backward"],
-    "dropout": ["dropout_forward", "dropout_backward"],
-    "batchnorm": ["batch_norm_forward", "batch_norm_backward"],
-    "conv": ["conv2d_forward", "conv2d_backward",
-             "conv_transpose2d_forward", "conv_transpose2d_backward"],
-    "pool": ["max_pool2d_forward", "max_pool2d_backward",
-             "avg_pool2d_forward", "avg_pool2d_backward"],
-    "lstm": ["lstm_cell_forward", "lstm_cell_backward",
-             "lstm_layer_forward", "lstm_layer_backward"],
-    "optim": ["sgd_step", "adam_step"],
-}.items():
-    for _name in _names:
-        LAUNCHERS[_name] = _family
-del _family, _names, _name
-
-# Outputs that are float32 whatever the input dtype (float64 inputs: float64), by launcher name
-# and output index: what the contract above says is float32 (lse, mean, invstd), the per-channel
-# parameter gradients of batch norm (the Function casts them to the parameters' dtype, which may
-# be float32 under a bf16/fp16 input), and the LSTM's opaque ``saved`` state (the reference keeps
-# it at its compute precision). The reference backend's adapter uses this table; without it every
-# floating output would come back in the first input's (possibly 16-bit) dtype.
-FLOAT32_OUTPUTS: dict[str, frozenset[int]] = {
-    "cross_entropy_forward": frozenset({1}),
-    "batch_norm_forward": frozenset({1, 2}),
-    "batch_norm_backward": frozenset({1, 2}),
-    "lstm_cell_forward": frozenset({2}),
-    "lstm_layer_forward": frozenset({3}),
-}

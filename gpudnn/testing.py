@@ -48,12 +48,14 @@ def _where(flat_index, shape) -> tuple[int, ...]:
 
 def assert_close(actual, expected, dtype=None, *, name: str = "value",
                  rtol: float | None = None, atol: float | None = None,
-                 scale: float = 1.0) -> None:
+                 scale: float = 1.0, signed_zeros: bool = False) -> None:
     """Assert ``|actual - expected| <= atol*scale + rtol*|expected|`` elementwise, shapes equal and
-    NaN/inf in the same places; on failure say where and by how much.
+    NaN/inf (with their signs) in the same places; on failure say where and by how much.
 
     ``dtype`` picks the row of ``TOLERANCES`` (default: the dtype of ``actual``); ``scale`` widens
     atol for values that are sums of many terms (pass e.g. sqrt(K) for a K-long reduction).
+    ``signed_zeros``: where both values are zero their signs must agree too (0.0 vs -0.0), for
+    exact elementwise results such as relu(-0.0).
     """
     a, e = _as_numpy(actual), _as_numpy(expected)
     if dtype is None:
@@ -77,6 +79,13 @@ def assert_close(actual, expected, dtype=None, *, name: str = "value",
         idx = _where(np.argmax(bad), a.shape)
         raise AssertionError(f"{name}: inf mismatch at index {idx}: actual {a64[idx]}, "
                              f"expected {e64[idx]}")
+    if signed_zeros:
+        zeros = (a64 == 0) & (e64 == 0)
+        bad = zeros & (np.signbit(a64) != np.signbit(e64))
+        if bad.any():
+            idx = _where(np.argmax(bad), a.shape)
+            raise AssertionError(f"{name}: sign of zero differs at index {idx}: actual "
+                                 f"{a64[idx]}, expected {e64[idx]} ({int(bad.sum())} places)")
     finite = ~(nan_a | inf_a)
     with np.errstate(invalid="ignore"):  # inf - inf where both are inf: masked out below
         diff = np.where(finite, np.abs(a64 - e64), 0.0)

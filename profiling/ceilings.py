@@ -20,11 +20,12 @@ COPY_BYTES = 2 ** 30
 MATMUL_N = 8192
 
 
-def measure_ceilings(timer, copy_bytes: int = COPY_BYTES, n: int = MATMUL_N) -> tuple[Ceilings,
-                                                                                       dict]:
-    """(ceilings, details) measured with ``timer`` on the current CUDA device."""
+def measure_ceilings(timer, copy_bytes: int = COPY_BYTES, n: int = MATMUL_N,
+                     device: str = "cuda") -> tuple[Ceilings, dict]:
+    """(ceilings, details) measured with ``timer`` on the current CUDA device (``device`` "cpu"
+    with a fake timer and small sizes: the dry run)."""
     details: dict = {}
-    src = torch.rand(copy_bytes // 4, device="cuda")
+    src = torch.rand(copy_bytes // 4, device=device)
     dst = torch.empty_like(src)
     t = timer.events_flush(lambda i: dst.copy_(src))
     copy_bps = 2 * copy_bytes / (t.median_ms / 1e3)
@@ -36,16 +37,17 @@ def measure_ceilings(timer, copy_bytes: int = COPY_BYTES, n: int = MATMUL_N) -> 
         for key, dtype in (("bf16", torch.bfloat16), ("fp16", torch.float16),
                            ("tf32", torch.float32), ("fp32", torch.float32)):
             torch.backends.cuda.matmul.allow_tf32 = key == "tf32"
-            a = torch.randn(n, n, device="cuda", dtype=dtype)
-            b = torch.randn(n, n, device="cuda", dtype=dtype)
-            c = torch.empty(n, n, device="cuda", dtype=dtype)
+            a = torch.randn(n, n, device=device, dtype=dtype)
+            b = torch.randn(n, n, device=device, dtype=dtype)
+            c = torch.empty(n, n, device=device, dtype=dtype)
             t = timer.events_flush(lambda i: torch.mm(a, b, out=c))
             rates[key] = 2 * n ** 3 / (t.median_ms / 1e3)
             details[f"matmul_{key}"] = {"n": n, **t.as_dict()}
             del a, b, c
     finally:
         torch.backends.cuda.matmul.allow_tf32 = saved_flag
-    torch.cuda.empty_cache()
+    if device == "cuda":
+        torch.cuda.empty_cache()
     return Ceilings(copy_bps, rates), details
 
 

@@ -27,6 +27,11 @@ VARIANTS = {"triton-no-graphs": ("triton", {"GPUDNN_CUDA_GRAPHS": "0"})}
 BACKENDS = GPUDNN_BACKENDS + tuple(VARIANTS) + TORCH_BACKENDS + ("fused",)
 COMPILE_MODES = {"compile": None, "compile-max": "max-autotune-no-cudagraphs"}
 MAX_ROTATED_SETS = 64
+# set by ``python -m profiling --dry-run`` (the CPU rehearsal): gpudnn backends replaced by
+# another (the Triton interpreter is too slow for whole models), and torch.compile's backend
+# ("eager": dynamo traces, nothing is generated)
+STAND_INS: dict = {}
+COMPILE_BACKEND = "inductor"
 
 
 # --- errors -----------------------------------------------------------------------------------
@@ -48,6 +53,19 @@ def describe(exc: BaseException) -> str:
     where = traceback.extract_tb(exc.__traceback__)
     last = f" (at {where[-1].filename}:{where[-1].lineno})" if where else ""
     return f"{type(exc).__name__}: {str(exc)[:600]}{last}"
+
+
+def cuda_broken(device: str) -> str | None:
+    """The error a synchronize raises when an earlier kernel broke the CUDA context."""
+    if device != "cuda":
+        return None
+    try:
+        torch.cuda.synchronize()
+        torch.empty(1, device="cuda").add_(1)
+        torch.cuda.synchronize()
+    except Exception as exc:
+        return f"{type(exc).__name__}: {str(exc)[:300]}"
+    return None
 
 
 # --- building the callables ------------------------------------------------------------------
@@ -94,13 +112,25 @@ def _recorded(record: dict, device: str, empty_cache: bool = False):
                     torch.cuda.empty_cache()
 
 
+def gpudnn_backend(backend: str) -> str:
+    """The ``gpudnn.use_backend`` name a profile backend (or variant) runs under."""
+    name = VARIANTS[backend][0] if backend in VARIANTS else backend
+    return STAND_INS.get(name, name)
+
+
+def compiled(fn: Callable, backend: str, **kwargs) -> Callable:
+    """``torch.compile`` of ``fn`` in the mode of ``backend`` ("compile", "compile-max")."""
+    mode = COMPILE_MODES[backend] if COMPILE_BACKEND == "inductor" else None
+    return torch.compile(fn, mode=mode, backend=COMPILE_BACKEND, **kwargs)
+
+
 def make_runner(instance: Instance, backend: str) -> tuple[Callable, list] | None:
     """(callable(*args), extra grad leaves) of ``backend``; None when it does not apply."""
     if backend in GPUDNN_BACKENDS or backend in VARIANTS:
         if backend in VARIANTS and backend not in instance.impls:
             return None
         fn = instance.impls[backend if backend in VARIANTS else "gpudnn"]()
-        name = VARIANTS[backend][0] if backend in VARIANTS else backend
+        name = gpudnn_backend(backend)
 
         def run(*args):
             with _gpudnn_backend(name):
@@ -109,8 +139,8 @@ def make_runner(instance: Instance, backend: str) -> tuple[Callable, list] | Non
     if backend == "eager":
         return instance.impls["torch"](), instance.leaves.get("torch", [])
     if backend in COMPILE_MODES:
-        fn = torch.compile(instance.impls["torch"](), mode=COMPILE_MODES[backend], dynamic=False)
-        return fn, instance.leaves.get("torch", [])
+        return compiled(instance.impls["torch"](), backend, dynamic=False), \
+            instance.leaves.get("torch", [])
     if backend in instance.impls:
         return instance.impls[backend](), instance.leaves.get(backend, [])
     return None
@@ -314,10 +344,10 @@ def _e2e_variant(task, twin, backend: str, device: str):
             origin = f"torch.optim.Adam (gpudnn.optim not importable: {exc})"
 
         def context():
-            return gpudnn.use_backend(backend)
+            return gpudnn.use_backend(gpudnn_backend(backend))
     parts = task.parts(model)
     if backend in COMPILE_MODES:
-        parts = tuple(torch.compile(p, mode=COMPILE_MODES[backend]) for p in parts)
+        parts = tuple(compiled(p, backend) for p in parts)
     optimizers = [optim_class(p.parameters(), lr=2e-4, betas=task.betas) for p in parts]
     return parts, optimizers, loss_fn, context, origin
 

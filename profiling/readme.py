@@ -1,10 +1,12 @@
-"""``python -m profiling.readme``: put the newest results.md into README.md.
+"""``python -m profiling.readme``: put the newest GPU results into README.md.
 
 Replaces what lies between ``<!-- gpudnn:profile-table:start -->`` and
-``<!-- gpudnn:profile-table:end -->`` in README.md with the newest
-``profiling/results/<gpu>/results.md`` (newest by the run date in its results.json, else by
-file time) and a link to it. Nothing else in the README changes; without both markers it
-changes nothing and exits with code 1.
+``<!-- gpudnn:profile-table:end -->`` in README.md with the newest results folder
+``profiling/results/<gpu>/`` (newest by the run date in its summary.json or results.json, else
+by file time): the GPU check's summary (``summary.json``, written by ``make gpu-check``: phases,
+every op's speedup over eager and torch.compile and its fraction of the ceiling) where there is
+one, else the profile's ``results.md``; and links to the full results. Nothing else in the
+README changes; without both markers it changes nothing and exits with code 1.
 """
 from __future__ import annotations
 
@@ -14,25 +16,37 @@ import json
 import os
 import sys
 
+from . import summary as summaries
+
 START = "<!-- gpudnn:profile-table:start -->"
 END = "<!-- gpudnn:profile-table:end -->"
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+SOURCES = ("summary.json", "results.md")    # what a results folder can give the README
 
 
-def _run_date(md_path: str) -> str:
-    try:
-        with open(os.path.join(os.path.dirname(md_path), "results.json")) as f:
-            return json.load(f).get("environment", {}).get("date") or ""
-    except (OSError, ValueError):
-        return ""
+def _run_date(folder: str) -> str:
+    for name, key in (("summary.json", None), ("results.json", "environment")):
+        try:
+            with open(os.path.join(folder, name)) as f:
+                data = json.load(f)
+        except (OSError, ValueError):
+            continue
+        date = (data.get(key, {}) if key else data).get("date")
+        if date:
+            return date
+    return ""
 
 
 def newest_results(results_root: str) -> str | None:
-    """Path of the newest results.md under ``results_root/*/``."""
-    found = glob.glob(os.path.join(results_root, "*", "results.md"))
+    """The newest folder's summary.json, else its results.md, under ``results_root/*/``."""
+    found = []
+    for folder in glob.glob(os.path.join(results_root, "*")):
+        there = [os.path.join(folder, n) for n in SOURCES if os.path.exists(os.path.join(folder,
+                                                                                         n))]
+        found += there[:1]
     if not found:
         return None
-    return max(found, key=lambda p: (_run_date(p), os.path.getmtime(p)))
+    return max(found, key=lambda p: (_run_date(os.path.dirname(p)), os.path.getmtime(p)))
 
 
 def replace_section(readme: str, body: str) -> str:
@@ -44,17 +58,23 @@ def replace_section(readme: str, body: str) -> str:
 
 
 def update(readme_path: str, results_root: str) -> str:
-    """Rewrite the README section from the newest results; returns the results.md used."""
+    """Rewrite the README section from the newest results; returns the file used."""
     newest = newest_results(results_root)
     if newest is None:
-        raise FileNotFoundError(f"no results.md under {results_root}/*/ (run `make profile` on "
-                                "a GPU first)")
-    with open(newest) as f:
-        table = f.read()
+        raise FileNotFoundError(f"no summary.json or results.md under {results_root}/*/ (run "
+                                "`make gpu-check` or `make profile` on a GPU first)")
     with open(readme_path) as f:
         readme = f.read()
-    rel = os.path.relpath(newest, os.path.dirname(os.path.abspath(readme_path)))
-    body = f"{table.strip()}\n\nFull results: [{rel}]({rel}) (and results.json, plots beside it)."
+    base = os.path.dirname(os.path.abspath(readme_path))
+    if newest.endswith("summary.json"):
+        folder = os.path.relpath(os.path.dirname(newest), base)
+        body = summaries.readme_table(summaries.load(newest) or {}, link=folder)
+    else:
+        with open(newest) as f:
+            table = f.read()
+        rel = os.path.relpath(newest, base)
+        body = f"{table.strip()}\n\nFull results: [{rel}]({rel}) (and results.json, plots " \
+               "beside it)."
     updated = replace_section(readme, body)
     if updated != readme:
         with open(readme_path, "w") as f:

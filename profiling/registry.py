@@ -556,9 +556,12 @@ def all_cases() -> list[Case]:
     return model_cases() + large_cases()
 
 
-def select(cases: list[Case], ops: list[str] | None = None, quick: bool = False) -> list[Case]:
+def select(cases: list[Case], ops: list[str] | None = None, quick: bool = False,
+           family_first: bool = False) -> list[Case]:
     """Cases whose op, op base name (before "+") or family is in ``ops``; ``quick`` keeps the
-    first shape of each (op, source) pair."""
+    first shape of each (op, source) pair; ``family_first`` moves one case of every family
+    (its first large one, else its first) to the front, so that a run cut short by a time
+    budget has measured every family."""
     if ops:
         wanted = set(ops)
         cases = [c for c in cases if c.op in wanted or c.op.split("+")[0] in wanted
@@ -570,4 +573,12 @@ def select(cases: list[Case], ops: list[str] | None = None, quick: bool = False)
                 seen.add((c.op, c.source))
                 kept.append(c)
         cases = kept
+    if family_first:
+        heads: dict = {}
+        for c in cases:
+            if c.family not in heads or (c.source == "large"
+                                         and heads[c.family].source != "large"):
+                heads[c.family] = c
+        front = list(heads.values())
+        cases = front + [c for c in cases if all(c is not h for h in front)]
     return cases

@@ -10,7 +10,8 @@ Two methods, chosen per case by the harness:
   between two events, which then includes the CPU's launch overhead, as a user would see it.
 
 Every method reports the median and the 20th/80th percentiles over its repetitions.
-``Timer`` is the interface the harness uses, so tests can pass a fake one.
+``Timer`` is the interface the harness uses, so tests and ``--dry-run`` pass a
+``FakeTimer``.
 """
 from __future__ import annotations
 
@@ -159,6 +160,32 @@ class Timer:
             return self._sequence(graph.replay, calls, "graph+rotate")
         finally:
             del graph
+
+
+class FakeTimer:
+    """``Timer``'s interface without a GPU, for tests and ``--dry-run``: runs each input set once
+    (so the code paths run) and reports a fixed time, or the next of a list of times per
+    measurement."""
+
+    def __init__(self, ms):
+        self.times = list(ms) if isinstance(ms, (list, tuple)) else None
+        self.ms = ms
+
+    def _time(self, call, n_sets, method):
+        for i in range(n_sets):
+            call(i)
+        ms = self.times.pop(0) if self.times is not None else self.ms
+        return Timing(ms, ms, ms, n_sets, method)
+
+    def events_flush(self, call, n_sets=1):
+        return self._time(call, n_sets, "fake-events")
+
+    def graph_rotate(self, call, n_sets, calls=None):
+        return self._time(call, n_sets, "fake-graph")
+
+    def loop(self, fn, calls):
+        fn()
+        return Timing(self.ms, self.ms, self.ms, 1, "fake-loop")
 
 
 @dataclass

@@ -74,7 +74,8 @@ def _fresh_leaf(t: torch.Tensor) -> torch.Tensor:
 
 
 def compare_with_twin(ours, theirs, *inputs, dtype=None, grad_scale: float = 1.0,
-                      seed: int = 0, check_formats: bool = True):
+                      seed: int = 0, check_formats: bool = True, scale: float = 1.0,
+                      signed_zeros: bool = False):
     """The ONE check of a gpudnn module / function against its torch twin.
 
     Both run on fresh copies of ``inputs`` (tensors or nested tuples of tensors; floating ones
@@ -83,7 +84,8 @@ def compare_with_twin(ours, theirs, *inputs, dtype=None, grad_scale: float = 1.0
     every parameter must match (the two modules have the same number of parameters, with the
     same names up to a wrapper prefix such as TorchFused's ``layer.``). ``dtype`` picks the row of
     the tolerance table (default: each value's own dtype); ``grad_scale`` widens atol for the
-    gradients (sums over many terms). Returns (our outputs, their outputs).
+    gradients (sums over many terms) and ``scale`` for the outputs; ``signed_zeros``: 0.0 and
+    -0.0 must not be swapped (exact elementwise results). Returns (our outputs, their outputs).
     """
     ours_in = _map(inputs, _fresh_leaf)
     theirs_in = _map(inputs, _fresh_leaf)
@@ -92,7 +94,7 @@ def compare_with_twin(ours, theirs, *inputs, dtype=None, grad_scale: float = 1.0
     assert len(outs_a) == len(outs_b), f"{len(outs_a)} outputs, torch gives {len(outs_b)}"
     for k, (a, b) in enumerate(zip(outs_a, outs_b)):
         assert a.dtype == b.dtype, f"output {k}: dtype {a.dtype}, torch gives {b.dtype}"
-        assert_close(a, b, dtype, name=f"output {k}")
+        assert_close(a, b, dtype, name=f"output {k}", scale=scale, signed_zeros=signed_zeros)
         if check_formats and a.dim() == 4:
             assert a.is_contiguous(memory_format=CHANNELS_LAST) == \
                 b.is_contiguous(memory_format=CHANNELS_LAST), f"output {k} memory format"
@@ -118,14 +120,16 @@ def compare_with_twin(ours, theirs, *inputs, dtype=None, grad_scale: float = 1.0
         if b.grad is None:
             continue
         assert a.grad.dtype == b.grad.dtype, f"input {k} grad: {a.grad.dtype} vs {b.grad.dtype}"
-        assert_close(a.grad, b.grad, dtype, name=f"input {k} grad", scale=grad_scale)
+        assert_close(a.grad, b.grad, dtype, name=f"input {k} grad", scale=grad_scale,
+                     signed_zeros=signed_zeros)
         if check_formats and a.dim() == 4:
             assert a.grad.is_contiguous(memory_format=CHANNELS_LAST) == \
                 b.grad.is_contiguous(memory_format=CHANNELS_LAST), f"input {k} grad format"
     for (name, pa), (_, pb) in zip(params_a, params_b):
         assert (pa.grad is None) == (pb.grad is None), f"{name}: gradient presence differs"
         if pb.grad is not None:
-            assert_close(pa.grad, pb.grad, dtype, name=f"{name} grad", scale=grad_scale)
+            assert_close(pa.grad, pb.grad, dtype, name=f"{name} grad", scale=grad_scale,
+                         signed_zeros=signed_zeros)
     return ours_out, theirs_out
 
 
@@ -224,11 +228,19 @@ cupy_gpu = pytest.mark.skipif(CUPY_GPU_PROBLEM is not None, reason=CUPY_GPU_PROB
 
 # --- kernel tests: the reference launchers and memory layouts ---------------------------------------
 
+def launcher(name: str, backend: str):
+    """Launcher ``name`` ("dense_forward", "lstm_layer_backward", "sgd_step", ...) of
+    ``backend``, from the ops' Kernels tables (the reference's wrapped to take torch tensors)."""
+    from gpudnn.backend import KERNELS
+    for suffix, index in (("_forward", 0), ("_backward", 1)):
+        if name.endswith(suffix) and name[:-len(suffix)] in KERNELS:
+            return KERNELS[name[:-len(suffix)]].of(backend)[index]
+    return KERNELS[name].of(backend)[0]
+
+
 def reference_launch(name, *args):
     """Launcher ``name`` of the NumPy reference backend, called with ``args``."""
-    with gpudnn.use_backend("reference"):
-        return gpudnn.backend.launcher(name, *[a for a in args if isinstance(a, torch.Tensor)])(
-            *args)
+    return launcher(name, "reference")(*args)
 
 
 def in_layout(t, channels_last: bool):

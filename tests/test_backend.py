@@ -13,8 +13,10 @@ import gpudnn
 from gpudnn import backend
 from gpudnn.activations import parse_activation
 from gpudnn.kernels.activations import NAMES, Activation
+from gpudnn.backend import KERNELS
+from gpudnn.ops.dense import DENSE, dense
 from gpudnn.testing import TOLERANCES, assert_close
-from helpers import DEVICE
+from helpers import DEVICE, launcher
 
 ON_CUDA = pytest.mark.skipif(DEVICE != "cuda", reason="needs CUDA tensors (GPUDNN_TEST_DEVICE=cuda, "
                              "`make test-gpu`)")
@@ -83,31 +85,40 @@ def test_environment_variable_selects_backend():
 
 
 def test_auto_picks_reference_for_cpu_tensors():
-    assert backend.resolve("dense_forward", torch.ones(2)) == "reference"
+    assert backend.resolve(DENSE, torch.ones(2)) == "reference"
 
 
 def test_triton_on_cpu_without_interpreter_is_a_clear_runtime_error(monkeypatch):
     monkeypatch.setenv("TRITON_INTERPRET", "0")
     with gpudnn.use_backend("triton"):
         with pytest.raises(RuntimeError, match="TRITON_INTERPRET=1"):
-            backend.launcher("dense_forward", torch.ones(2))
+            backend.resolve(DENSE, torch.ones(2))
+        with pytest.raises(RuntimeError, match="TRITON_INTERPRET=1"):  # and the public API
+            gpudnn.functional.linear(torch.ones(2, 3), torch.ones(4, 3))
 
 
 def test_cupy_on_cpu_tensors_is_a_clear_runtime_error():
     with gpudnn.use_backend("cupy"):
         with pytest.raises(RuntimeError, match="cupy backend"):
-            backend.launcher("dense_forward", torch.ones(2))
+            backend.resolve(DENSE, torch.ones(2))
 
 
 def test_mixed_devices_are_refused():
     meta = torch.ones(2, device="meta")
     with pytest.raises(RuntimeError, match="different devices"):
-        backend.resolve("dense_forward", torch.ones(2), meta)
+        backend.resolve(DENSE, torch.ones(2), meta)
 
 
-def test_unknown_launcher():
-    with pytest.raises(KeyError):
-        backend.resolve("no_such_op", torch.ones(1))
+def test_kernels_tables():
+    # every op's launchers, one Kernels per op, looked up by backend name only
+    assert {"dense", "conv2d", "lstm_layer", "adam_step"} <= set(KERNELS)
+    assert KERNELS["dense"] is DENSE and DENSE.forward("reference").__wrapped_numpy__
+    with pytest.raises(ValueError, match="not 'auto'"):
+        DENSE.forward("auto")
+    with pytest.raises(ValueError, match="unknown gpudnn backend"):
+        DENSE.forward("tpu")
+    with pytest.raises(ValueError, match="defined twice"):
+        backend.Kernels("dense", reference=DENSE.reference)
 
 
 def test_reference_adapter_round_trips_torch_and_numpy(monkeypatch):
@@ -118,7 +129,7 @@ def test_reference_adapter_round_trips_torch_and_numpy(monkeypatch):
         out_list[0][...] = 7.0  # in-place update must reach the tensor
         return x * scale, np.arange(3)
 
-    wrapped = backend._numpy_adapter(fake)
+    wrapped = backend.reference_launcher(fake)
     x = torch.ones(2, 3, dtype=torch.float64)
     buf = torch.zeros(2)
     y, idx = wrapped(x, 2.0, [buf])
@@ -127,14 +138,14 @@ def test_reference_adapter_round_trips_torch_and_numpy(monkeypatch):
     assert idx.dtype == torch.int64
     assert torch.all(buf == 7.0)
     # an output never aliases an input
-    y2, _ = backend._numpy_adapter(lambda x, s, o: (x, np.arange(1)))(x, 1.0, [buf])
+    y2, _ = backend.reference_launcher(lambda x, s, o: (x, np.arange(1)))(x, 1.0, [buf])
     y2.add_(1)
     assert torch.all(x == 1)
 
 
 def test_reference_adapter_keeps_channels_last():
     x = torch.randn(2, 3, 4, 5).to(memory_format=torch.channels_last)
-    y = backend._numpy_adapter(lambda a: a * 2)(x)
+    y = backend.reference_launcher(lambda a: a * 2)(x)
     assert y.is_contiguous(memory_format=torch.channels_last)
 
 
@@ -192,14 +203,14 @@ def test_reference_adapter_leaves_unmodified_half_arguments_alone():
     # and break autograd for tensors saved for backward
     x = torch.randn(4, dtype=torch.bfloat16)
     version = x._version
-    backend._numpy_adapter(lambda a: a * 2)(x)
+    backend.reference_launcher(lambda a: a * 2)(x)
     assert x._version == version
     stats = torch.zeros(3, dtype=torch.bfloat16)
 
     def update(a):
         a += 1.5
 
-    backend._numpy_adapter(update)(stats)
+    backend.reference_launcher(update)(stats)
     assert torch.all(stats == 1.5)
 
 
@@ -207,39 +218,48 @@ def test_reference_adapter_leaves_unmodified_half_arguments_alone():
 def test_triton_available_and_auto_picks_it_for_cuda_tensors():
     assert "triton" in gpudnn.available_backends()
     x = torch.ones(2, device="cuda")
-    for name in ("dense_forward", "dense_backward", "max_pool2d_forward", "lstm_layer_forward"):
-        assert backend.resolve(name, x) == "triton", name
-    assert backend.resolve("dense_forward", torch.ones(2)) == "reference"  # CPU tensors
+    for name in ("dense", "max_pool2d", "lstm_layer", "sgd_step"):
+        assert backend.resolve(KERNELS[name], x) == "triton", name
+    assert backend.resolve(DENSE, torch.ones(2)) == "reference"  # CPU tensors
 
 
-def test_explicit_backend_skips_selection():
-    with gpudnn.use_backend("triton"):  # the selection says triton; backend= wins
-        fn = backend.launcher("dense_forward", torch.ones(2), backend="reference")
-    assert fn is backend._find("reference", "dense_forward")
-    assert backend.launcher("sgd_step", [torch.ones(2)]) is backend._find("reference", "sgd_step")
-    with pytest.raises(ValueError, match="not 'auto'"):
-        backend.launcher("dense_forward", backend="auto")
-    with pytest.raises(ValueError, match="unknown gpudnn backend"):
-        backend.launcher("dense_forward", backend="tpu")
+def test_the_op_runs_the_backend_it_is_given(monkeypatch):
+    seen = _record_backends(monkeypatch)
+    x, w = torch.randn(3, 4), torch.randn(5, 4)
+    with gpudnn.use_backend("triton"):  # the selection says triton; the op's argument wins
+        y, _ = dense(x, w, None, "", 0.0, "reference")
+    assert seen == [("reference", "dense", 0)]
+    assert_close(y, x @ w.t())
 
 
-def test_explicit_backend_without_the_launcher_is_a_clear_runtime_error(monkeypatch):
-    real = backend._find
-    monkeypatch.setattr(backend, "_find",
-                        lambda b, n: None if (b, n) == ("triton", "dense_backward") else real(b, n))
-    with pytest.raises(RuntimeError, match="'triton' has no kernel for dense_backward"):
-        backend.launcher("dense_backward", backend="triton")
+def test_a_backend_without_the_kernel_is_a_clear_runtime_error():
+    partial = backend.Kernels("test_partial_op", reference=DENSE.reference,
+                              triton=(DENSE.triton[0], None))
+    try:
+        assert partial.forward("triton") is DENSE.triton[0]
+        with pytest.raises(RuntimeError, match="'cupy' has no kernel for test_partial_op"):
+            partial.forward("cupy")
+        with gpudnn.use_backend("cupy"), pytest.raises(RuntimeError, match="cupy"):
+            backend.resolve(partial, torch.ones(2, device=DEVICE))
+    finally:
+        del KERNELS["test_partial_op"]
 
 
 def _record_backends(monkeypatch) -> list:
-    """Every (backend, launcher) that gpudnn.backend looks up from now on."""
-    seen, real = [], backend._find
+    """Every (backend, op, launcher index) looked up in a Kernels table from now on."""
+    seen, real = [], backend.Kernels.of
 
-    def spy(name_of_backend, name):
-        seen.append((name_of_backend, name))
-        return real(name_of_backend, name)
+    def spy(self, name_of_backend):
+        launchers = real(self, name_of_backend)
 
-    monkeypatch.setattr(backend, "_find", spy)
+        class Recorder(tuple):
+            def __getitem__(inner, index):
+                seen.append((name_of_backend, self.name, index))
+                return tuple.__getitem__(inner, index)
+
+        return Recorder(launchers)
+
+    monkeypatch.setattr(backend.Kernels, "of", spy)
     return seen
 
 
@@ -254,9 +274,9 @@ def _lstm(x):
 
 @pytest.mark.parametrize("op,torch_op,shape,backward_name", [
     (_max_pool, lambda x: torch.nn.functional.max_pool2d(x, 3, 2, 1), (2, 3, 8, 8),
-     "max_pool2d_backward"),
+     "max_pool2d"),
     (_lstm, lambda x: (torch.manual_seed(3), torch.nn.LSTM(4, 5).to(x.device)(x)[0])[1],
-     (3, 2, 4), "lstm_layer_backward"),
+     (3, 2, 4), "lstm_layer"),
 ], ids=["max_pool2d", "lstm"])
 def test_backward_runs_on_the_forward_backend(op, torch_op, shape, backward_name, device,
                                               monkeypatch):
@@ -269,7 +289,7 @@ def test_backward_runs_on_the_forward_backend(op, torch_op, shape, backward_name
     grad = torch.randn_like(y)
     with gpudnn.use_backend("reference"):
         y.backward(grad)
-    assert [b for b, n in seen if n == backward_name] == ["triton"], seen
+    assert [b for b, n, i in seen if (n, i) == (backward_name, 1)] == ["triton"], seen
     expected = x.detach().clone().requires_grad_(True)
     torch_op(expected).backward(grad)
     assert_close(x.grad, expected.grad, name="grad", scale=10.0)
@@ -286,23 +306,22 @@ def test_backward_on_autograds_thread_uses_the_forward_backend(monkeypatch):
     worker = threading.Thread(target=lambda: y.backward(torch.ones_like(y)))
     worker.start()
     worker.join()
-    assert [b for b, n in seen if n == "softmax_backward"] == ["triton"], seen
+    assert [b for b, n, i in seen if (n, i) == ("softmax", 1)] == ["triton"], seen
     assert x.grad is not None
 
 
 def test_reference_adapter_keeps_float32_outputs_float32():
     logits = (torch.randn(4, 5) * 3 + 300).bfloat16()
     target = torch.randint(0, 5, (4,))
-    loss, lse = backend.launcher("cross_entropy_forward", logits, target)(
-        logits, target, -100, "mean")
+    loss, lse = launcher("cross_entropy_forward", "reference")(logits, target, -100, "mean")
     assert loss.dtype == torch.bfloat16 and lse.dtype == torch.float32
     assert_close(lse, torch.logsumexp(logits.double(), 1), torch.float32, name="lse")
     x = torch.randn(4, 3, 5, dtype=torch.float16)
-    y, mean, invstd = backend.launcher("batch_norm_forward", x)(
+    y, mean, invstd = launcher("batch_norm_forward", "reference")(
         x, None, None, None, None, True, 0.1, 1e-5, None)
     assert y.dtype == torch.float16 and mean.dtype == invstd.dtype == torch.float32
     x64 = torch.randn(4, 3, dtype=torch.float64)
-    _, mean64, _ = backend.launcher("batch_norm_forward", x64)(
+    _, mean64, _ = launcher("batch_norm_forward", "reference")(
         x64, None, None, None, None, True, 0.1, 1e-5, None)
     assert mean64.dtype == torch.float64  # "at least float32"
 
@@ -311,8 +330,9 @@ def test_auto_sends_float64_on_cuda_to_the_reference(monkeypatch):
     # the GPU kernels compute in fp32 at most; pretend these CPU tensors live on a GPU
     monkeypatch.setattr(backend, "_device_type", lambda tensors: "cuda")
     monkeypatch.setattr(backend, "_why_not", lambda name, device: None)
-    assert backend.resolve("dense_forward", torch.ones(2)) == "triton"
-    backend._warned.discard("dense_forward")
+    assert backend.resolve(DENSE, torch.ones(2)) == "triton"
+    backend._warned.discard("dense")
     with pytest.warns(RuntimeWarning, match="float64"):
-        assert backend.resolve("dense_forward", torch.ones(2, dtype=torch.float64)) == "reference"
-    assert backend.resolve("sgd_step", [torch.ones(2, dtype=torch.float64)]) == "reference"
+        assert backend.resolve(DENSE, torch.ones(2, dtype=torch.float64)) == "reference"
+    assert backend.resolve(KERNELS["sgd_step"], [torch.ones(2, dtype=torch.float64)]) == \
+        "reference"

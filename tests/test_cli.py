@@ -115,6 +115,35 @@ def test_checkpoint_write_is_atomic(tmp_path, mnist_dir, monkeypatch):
     assert not [name for name in os.listdir(tmp_path) if ".tmp" in name]
 
 
+def test_torn_checkpoint_never_loads(tmp_path, mnist_dir):
+    """A checkpoint cut at any byte (what a writer killed mid-write leaves in its temporary
+    file) is a CheckpointError, never a checkpoint: 300 random cuts and the last 64 bytes."""
+    assert train_cnn(tmp_path, 1, mnist_dir) == 0
+    good = (tmp_path / "checkpoint.pt").read_bytes()
+    gen = torch.Generator().manual_seed(0)
+    cuts = torch.randint(len(good), (300,), generator=gen).tolist()
+    torn = str(tmp_path / "torn.pt")
+    for cut in sorted(set(cuts + list(range(len(good) - 64, len(good))))):
+        open(torn, "wb").write(good[:cut])
+        with pytest.raises(training.CheckpointError, match="corrupt"):
+            training.load_checkpoint(torn, "cnn")
+
+
+def test_stale_temp_files_are_removed_and_never_loaded(tmp_path, mnist_dir, capsys):
+    """A killed writer's checkpoint.pt.tmp<pid> is not a checkpoint; the next run deletes it
+    (a temporary file of a live process, another trainer writing there, is left alone)."""
+    assert train_cnn(tmp_path, 1, mnist_dir) == 0
+    dead = 99_999_999  # above Linux's largest pid (2**22): names no process
+    os.replace(tmp_path / "checkpoint.pt", tmp_path / f"checkpoint.pt.tmp{dead}")
+    (tmp_path / f"metrics.jsonl.tmp{dead}").write_text("{")
+    live = tmp_path / f"checkpoint.pt.tmp{os.getppid()}"
+    live.write_bytes(b"in progress")
+    assert train_cnn(tmp_path, 2, mnist_dir, "--resume") == 2
+    assert "no checkpoint at" in capsys.readouterr().err
+    assert train_cnn(tmp_path, 1, mnist_dir) == 0
+    assert sorted(os.listdir(tmp_path)) == sorted(["checkpoint.pt", "metrics.jsonl", live.name])
+
+
 def _corrupt(kind, path, tmp_path):
     good = open(path, "rb").read()
     if kind == "truncated":
@@ -125,13 +154,21 @@ def _corrupt(kind, path, tmp_path):
         open(path, "wb").close()
     elif kind == "not-a-checkpoint":
         torch.save({"weights": torch.zeros(3)}, path)
-    elif kind == "other-model":
+    elif kind == "bit-flip":  # one bit of the largest weight's stored bytes
+        weight = max(training.load_checkpoint(path)["model"].values(), key=torch.Tensor.numel)
+        at = good.index(weight.numpy().tobytes()) + weight.numel() * 2
+        open(path, "wb").write(good[:at] + bytes([good[at] ^ 4]) + good[at + 1:])
+    elif kind == "other-model":  # edited and resealed: a valid digest
         payload = training.load_checkpoint(path)
         payload["task"] = "gan"
-        torch.save(payload, path)
+        torch.save(training.seal_checkpoint(payload), path)
     elif kind == "wrong-shapes":
         payload = training.load_checkpoint(path)
         payload["model"]["classifier.fc2.weight"] = torch.zeros(3, 3)
+        torch.save(training.seal_checkpoint(payload), path)
+    elif kind == "edited":  # changed without resealing
+        payload = training.load_checkpoint(path)
+        payload["epoch"] = 7
         torch.save(payload, path)
     elif kind == "missing":
         os.remove(path)
@@ -140,6 +177,7 @@ def _corrupt(kind, path, tmp_path):
 @pytest.mark.parametrize("kind,message", [
     ("missing", "no checkpoint at"), ("truncated", "corrupt or unreadable"),
     ("garbage", "corrupt or unreadable"), ("empty", "corrupt or unreadable"),
+    ("bit-flip", "do not match the SHA-256 digest"), ("edited", "do not match the SHA-256"),
     ("not-a-checkpoint", "not a gpudnn checkpoint"), ("other-model", "for the 'gan' model"),
     ("wrong-shapes", "does not fit this model")])
 def test_bad_checkpoint_is_a_clear_error(tmp_path, mnist_dir, capsys, kind, message):

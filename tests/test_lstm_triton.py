@@ -9,11 +9,10 @@ import torch
 
 import gpudnn
 import gpudnn.nn as gnn
-from gpudnn.backend import launcher
 from gpudnn.kernels.alloc import poison_outputs
-from gpudnn.ops.lstm import LSTMCellFunction, LSTMLayerFunction
+from gpudnn.ops.lstm import lstm_cell_step, lstm_layer
 from gpudnn.testing import assert_close
-from helpers import DEVICE, INTERPRETER_BF16_DOT, kernel_backends, lstm_args
+from helpers import DEVICE, INTERPRETER_BF16_DOT, kernel_backends, launcher, lstm_args
 
 F32, F64 = torch.float32, torch.float64
 
@@ -37,9 +36,9 @@ def _compare_functions(function, args64, flags, backend, device, cotangent_seed,
     ref_in = [a.detach().clone().requires_grad_(True) for a in args64]
     ker_in = [a.detach().to(device=device, dtype=dtype).requires_grad_(True) for a in args64]
     with gpudnn.use_backend("reference"):
-        ref_out = function.apply(*ref_in, *flags)
+        ref_out = function(*ref_in, *flags)
     with gpudnn.use_backend(backend), poison_outputs():
-        ker_out = function.apply(*ker_in, *flags)
+        ker_out = function(*ker_in, *flags)
     names = ("y", "h_n", "c_n") if len(ref_out) == 3 else ("h'", "c'")
     for name, a, e in zip(names, ker_out, ref_out):
         assert a.dtype == dtype and a.device.type == device
@@ -67,7 +66,7 @@ def _compare_functions(function, args64, flags, backend, device, cotangent_seed,
 def test_layer_matches_reference(backend, device, steps, batch, input_size, hidden, reverse):
     gen = torch.Generator().manual_seed(steps * 100 + batch * 10 + hidden + reverse)
     args = lstm_args(gen, (steps, batch, input_size), hidden)
-    _compare_functions(LSTMLayerFunction, args, (reverse,), backend, device, cotangent_seed=1)
+    _compare_functions(lstm_layer, args, (reverse,), backend, device, cotangent_seed=1)
 
 
 @pytest.mark.parametrize("backend", kernel_backends())
@@ -78,7 +77,7 @@ def test_layer_float16_matches_reference(backend, device):
     gen = torch.Generator().manual_seed(21)
     steps, batch, inp, hidden = 5, 2, 6, 17
     args = lstm_args(gen, (steps, batch, inp), hidden)
-    _compare_functions(LSTMLayerFunction, args, (False,), backend, device, cotangent_seed=4,
+    _compare_functions(lstm_layer, args, (False,), backend, device, cotangent_seed=4,
                        dtype=torch.float16)
 
 
@@ -88,7 +87,7 @@ def test_layer_bfloat16_on_gpu(backend, device):
     gen = torch.Generator().manual_seed(22)
     steps, batch, inp, hidden = 5, 40, 6, 33
     args = lstm_args(gen, (steps, batch, inp), hidden)
-    _compare_functions(LSTMLayerFunction, args, (True,), backend, device, cotangent_seed=5,
+    _compare_functions(lstm_layer, args, (True,), backend, device, cotangent_seed=5,
                        dtype=torch.bfloat16)
 
 
@@ -97,7 +96,7 @@ def test_layer_bfloat16_on_gpu(backend, device):
 def test_cell_matches_reference(backend, device, batch, hidden):
     gen = torch.Generator().manual_seed(batch + hidden)
     args = lstm_args(gen, (batch, 6), hidden)
-    _compare_functions(LSTMCellFunction, args, (), backend, device, cotangent_seed=2)
+    _compare_functions(lstm_cell_step, args, (), backend, device, cotangent_seed=2)
 
 
 def _module_pair(device, input_size, hidden, **kwargs):
@@ -158,13 +157,12 @@ def test_inference_without_saved_gates_and_strided_weights(backend, device):
     kernel_args = views(*[t.to(device, F32) for t in bases])
     assert not any(t.is_contiguous() for t in kernel_args[1:5])
     with gpudnn.use_backend("reference"):
-        expected = LSTMLayerFunction.apply(*expected_args, True, False)  # reverse, grad_enabled
+        expected = lstm_layer(*expected_args, True)  # reverse; nothing requires grad
     with torch.no_grad(), gpudnn.use_backend(backend), poison_outputs():
-        got = LSTMLayerFunction.apply(*kernel_args, True, False)
+        got = lstm_layer(*kernel_args, True)
     for name, a, e in zip(("y", "h_n", "c_n"), got, expected):
         assert_close(a, e, F32, name=name)
-    with gpudnn.use_backend(backend):
-        saved = launcher("lstm_layer_forward", *kernel_args)(*kernel_args, True, False)[3]
+    saved = launcher("lstm_layer_forward", backend)(*kernel_args, True, False)[3]
     assert saved is None
 
 

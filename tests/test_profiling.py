@@ -13,7 +13,7 @@ import torch
 
 from gpudnn.testing import assert_close
 from profiling import costs, harness, kernel_report, readme, registry, report
-from profiling.timing import Timing, summarize
+from profiling.timing import FakeTimer, summarize
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 CEILINGS = costs.Ceilings(2e12, {"bf16": 800e12, "fp16": 800e12, "tf32": 400e12,
@@ -201,8 +201,9 @@ class gpudnn_reference:
 
 
 def test_every_launcher_family_is_profiled():
-    from gpudnn.launchers import LAUNCHERS
-    assert set(LAUNCHERS.values()) <= {c.family for c in registry.all_cases()}
+    from gpudnn.ops import FAMILIES
+    families = {family.__name__.rsplit(".", 1)[1] for family in FAMILIES}
+    assert families <= {c.family for c in registry.all_cases()}
     sources = {c.source for c in registry.all_cases()}
     assert sources == {"cnn", "lstm", "gan", "large"}
 
@@ -217,34 +218,15 @@ def test_select_filters_and_quick():
     quick = registry.select(cases, None, quick=True)
     assert len({(c.op, c.source) for c in quick}) == len(quick) < len(cases)
     assert all(c.key for c in cases) and all("_shapes" not in c.shape for c in cases)
+    first = registry.select(cases, None, quick=True, family_first=True)
+    families = {c.family for c in cases}
+    assert sorted(first, key=id) == sorted(quick, key=id)       # the same cases, reordered
+    assert {c.family for c in first[:len(families)]} == families
+    assert all(c.source == "large" for c in first[:len(families)]
+               if any(d.family == c.family and d.source == "large" for d in cases))
 
 
 # --- the harness loop with a fake timer ------------------------------------------------------
-
-class FakeTimer:
-    """Runs each input set once (so the code paths run) and reports a fixed time, or the next
-    of a list of times per measurement."""
-
-    def __init__(self, ms):
-        self.times = list(ms) if isinstance(ms, (list, tuple)) else None
-        self.ms = ms
-
-    def _time(self, call, n_sets, method):
-        for i in range(n_sets):
-            call(i)
-        ms = self.times.pop(0) if self.times is not None else self.ms
-        return Timing(ms, ms, ms, n_sets, method)
-
-    def events_flush(self, call, n_sets=1):
-        return self._time(call, n_sets, "fake-events")
-
-    def graph_rotate(self, call, n_sets, calls=None):
-        return self._time(call, n_sets, "fake-graph")
-
-    def loop(self, fn, calls):
-        fn()
-        return Timing(self.ms, self.ms, self.ms, 1, "fake-loop")
-
 
 def test_profile_case_records_times_rates_and_failures():
     case = registry.dense_case("large", 16, 8, 32, "relu")
@@ -484,6 +466,30 @@ def test_whole_run_orchestration_on_cpu(tmp_path, monkeypatch, capsys):
     assert "gpudnn.models" in results["models"][0]["error"]
     assert (tmp_path / "results.md").read_text().startswith("### gpudnn profile on Fake GPU")
     assert "done: 4/5 measurements ok" in capsys.readouterr().out
+
+
+def test_time_budget_and_given_ceilings(tmp_path, capsys):
+    """--time-budget 0: no case or model starts, and the notes name them; --ceilings takes the
+    ceilings from a file instead of measuring."""
+    from profiling import __main__ as cli
+    given = tmp_path / "ceilings.json"
+    given.write_text(json.dumps({"ceilings": CEILINGS.as_dict(), "ceiling_details": {"x": 1}}))
+    args = cli.parse_args(["--backend", "eager", "--dtype", "fp32", "--out", str(tmp_path),
+                           "--no-plots", "--time-budget", "0", "--ceilings", str(given),
+                           "--model", "cnn"])
+    cases = [registry.rows_case("large", "softmax", 4, 8)]
+
+    def no_measuring(timer):
+        raise AssertionError("measured although --ceilings was given")
+
+    assert cli.run(args, cases, device="cpu", timer=FakeTimer(0.5), measure=no_measuring,
+                   environment={"gpu": "Fake GPU"}) == 0
+    results = json.loads((tmp_path / "results.json").read_text())
+    assert results["ceilings"]["copy_GBps"] == pytest.approx(2000)
+    assert results["ceiling_details"]["x"] == 1 and results["ops"] == results["models"] == []
+    assert results["notes"][0].startswith("time budget of 0 s spent: 1 not measured: softmax")
+    assert results["notes"][1].endswith("1 not measured: model cnn")
+    assert results["environment"]["gpu"] == "Fake GPU"
 
 
 def test_end_to_end_step_wiring_on_cpu(monkeypatch):

@@ -1,5 +1,5 @@
 """The NumPy reference of the core ops (activations, dense, softmax, losses, dropout, batch norm)
-against torch autograd in float64, gradcheck through the reference-backed Functions, the Philox
+against torch autograd in float64, gradcheck through the reference-backed ops, the Philox
 stream against tl.rand bit for bit, and the edge values of SPEC section 4."""
 import math
 import os
@@ -12,9 +12,10 @@ import torch.nn.functional as TF
 import gpudnn.functional as F
 from gpudnn.activations import activation_module
 from gpudnn.kernels.activations import NAMES, Activation
-from gpudnn.ops.batchnorm import BatchNormFunction
-from gpudnn.ops.dense import DenseFunction
-from gpudnn.ops.dropout import DropoutFunction
+from gpudnn.activations import activation_args
+from gpudnn.ops.batchnorm import batch_norm_op
+from gpudnn.ops.dense import dense
+from gpudnn.ops.dropout import dropout_op
 from gpudnn.reference import activations as ref_act
 from gpudnn.reference import batchnorm as ref_bn
 from gpudnn.reference import dense as ref_dense
@@ -353,7 +354,7 @@ def test_batch_norm_empty_batch_keeps_running_stats():
     np.testing.assert_array_equal(rv, np.ones(3))
 
 
-# --- gradcheck through the reference-backed Functions (float64, tiny) ----------------------------
+# --- gradcheck through the reference-backed ops (float64, tiny) ----------------------------
 
 def _t(*shape):
     return torch.randn(*shape, dtype=F64).requires_grad_(True)
@@ -373,7 +374,8 @@ def test_gradcheck_activation(act):
                                                                        "leaky-0.3"])
 def test_gradcheck_dense(act):
     x, w, b = _t(3, 4), _t(2, 4), _t(2)
-    assert torch.autograd.gradcheck(lambda *a: DenseFunction.apply(*a, act), (x, w, b))
+    assert torch.autograd.gradcheck(lambda *a: dense(*a, *activation_args(act), "reference")[0],
+                                    (x, w, b))
     assert torch.autograd.gradcheck(lambda x3, w: F.linear(x3, w, None, activation=act),
                                     (_t(2, 3, 4), w))
 
@@ -400,7 +402,8 @@ def test_gradcheck_losses():
 
 def test_gradcheck_dropout():
     # a fixed seed: gradcheck calls the function many times and needs the same mask each time
-    assert torch.autograd.gradcheck(lambda x: DropoutFunction.apply(x, 0.4, 77, 3), (_t(4, 5),))
+    assert torch.autograd.gradcheck(lambda x: dropout_op(x, 0.4, torch.tensor(77), "reference"),
+                                    (_t(4, 5),))
 
 
 @pytest.mark.parametrize("training", [True, False], ids=["train", "eval"])
@@ -412,7 +415,8 @@ def test_gradcheck_batch_norm(training, act):
 
     def fn(x, w, b):
         rm, rv = torch.zeros(3, dtype=F64), torch.ones(3, dtype=F64)
-        return BatchNormFunction.apply(x, w, b, rm, rv, training, 0.1, 1e-5, act)
+        return batch_norm_op(x, w, b, rm, rv, training, 0.1, 1e-5, *activation_args(act),
+                             "reference")[0]
 
     assert torch.autograd.gradcheck(fn, (x, w, b))
 

@@ -765,11 +765,10 @@ def test_functions_end_to_end(device):
 
 def test_triton_backend_runs_these_launchers(device):
     x = rand((3, 4), device)
-    for name in ("activation_forward", "dense_forward", "softmax_forward",
-                 "cross_entropy_forward", "bce_with_logits_forward", "mse_loss_forward",
-                 "dropout_forward", "batch_norm_forward"):
+    for name in ("activation", "dense", "softmax", "cross_entropy", "bce_with_logits",
+                 "mse_loss", "dropout", "batch_norm"):
         with gpudnn.use_backend("triton"):
-            assert gpudnn.backend.resolve(name, x) == "triton"
+            assert gpudnn.backend.resolve(gpudnn.backend.KERNELS[name], x) == "triton"
 
 
 # --- every tile configuration, half precision, refused dtypes ------------------------------------

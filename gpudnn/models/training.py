@@ -12,9 +12,11 @@ the same trajectory as an uninterrupted one.
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import json
 import math
 import os
+import re
 import sys
 import time
 from typing import Any, Callable, Iterator, TextIO
@@ -30,7 +32,7 @@ from . import nn_namespace, optim_namespace, to_gpudnn
 
 CHECKPOINT_NAME = "checkpoint.pt"
 CHECKPOINT_FORMAT = "gpudnn-checkpoint"
-CHECKPOINT_VERSION = 1
+CHECKPOINT_VERSION = 2  # 2: with a digest; version 1 files (no digest) still load
 FLAVORS = ("gpudnn", "torch")
 
 
@@ -386,31 +388,161 @@ TASKS: dict[str, type[Task]] = {t.name: t for t in (CNNTask, LSTMTask, GANTask)}
 
 
 # --- checkpoints ------------------------------------------------------------------------------
+#
+# A file is written to ``NAME.tmp<pid>`` in its own folder, flushed and fsynced, renamed over
+# ``NAME`` (atomic on POSIX and Windows) and the folder fsynced, so a run killed at any moment
+# leaves the previous complete file or the new one. A killed writer's ``.tmp<pid>`` file stays
+# behind; it is never read (the loader opens only ``checkpoint.pt``) and the next ``fit`` in that
+# folder deletes it. A checkpoint carries a SHA-256 digest of its contents: a torn or bit-flipped
+# file is a ``CheckpointError``, never a checkpoint with wrong weights
+# (tests/test_checkpoint_kill.py kills the trainer mid-write many times).
+
+# what fit writes into its folder, as ``NAME.tmp<pid>`` first
+_TEMP_FILE = re.compile(r"^(checkpoint\.pt|metrics\.jsonl|sample_epoch\d+\.txt|grid_epoch\d+\.png)"
+                        r"\.tmp(\d+)$")
+# tests only: pause inside every step of a checkpoint write and report the steps on stderr, so a
+# SIGKILL sent at a random moment often lands inside a write (see _TestPause)
+TEST_PAUSE_ENV = "GPUDNN_CHECKPOINT_TEST_PAUSE"
+
+
+def _fsync_dir(folder: str) -> None:
+    """Make a rename in ``folder`` durable. Best effort: Windows cannot open a folder, and some
+    file systems refuse to fsync one (the rename itself has happened either way)."""
+    if not hasattr(os, "O_DIRECTORY"):
+        return
+    with contextlib.suppress(OSError):
+        fd = os.open(folder or ".", os.O_RDONLY | os.O_DIRECTORY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+
+
+def _write_atomic(path: str, write: Callable[[Any], None], mode: str = "wb",
+                  step: Callable[[str], None] = lambda name: None) -> None:
+    """``write(file)`` into ``path.tmp<pid>``, fsync, rename over ``path``, fsync the folder.
+    ``step`` is called after each stage (the test hook; a no-op otherwise)."""
+    tmp = f"{path}.tmp{os.getpid()}"
+    try:
+        with open(tmp, mode, **({} if "b" in mode else {"encoding": "utf-8"})) as f:
+            write(f)
+            step("written")
+            f.flush()
+            os.fsync(f.fileno())
+        step("synced")
+        os.replace(tmp, path)
+        step("replaced")
+        _fsync_dir(os.path.dirname(path))
+    finally:
+        if os.path.exists(tmp):  # an exception before the rename: leave no temp file behind
+            os.remove(tmp)
+
 
 def _write_text_atomic(path: str, text: str) -> None:
-    tmp = f"{path}.tmp{os.getpid()}"
-    with open(tmp, "w", encoding="utf-8") as f:
-        f.write(text)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
+    _write_atomic(path, lambda f: f.write(text), mode="w")
+
+
+def _pid_alive(pid: int) -> bool:
+    if pid == os.getpid():
+        return False  # this process has not started writing: a file with its pid is stale
+    try:
+        os.kill(pid, 0)  # signal 0: only asks whether the process exists
+    except ProcessLookupError:
+        return False
+    except OSError:  # PermissionError: it exists (another user's); anything else: keep the file
+        return True
+    return True
+
+
+def remove_stale_temp_files(out_dir: str) -> list[str]:
+    """Delete the temporary files a killed writer left in ``out_dir`` (those of a process that
+    is still running, another trainer writing there, are left alone); return their names."""
+    removed = []
+    for name in sorted(os.listdir(out_dir)):
+        match = _TEMP_FILE.match(name)
+        if match and not _pid_alive(int(match.group(2))):
+            with contextlib.suppress(FileNotFoundError):
+                os.remove(os.path.join(out_dir, name))
+                removed.append(name)
+    return removed
+
+
+def _digest(obj: Any) -> str:
+    """SHA-256 of a checkpoint payload: every tensor's dtype, shape and bytes, every other
+    value's type and repr, in order (dicts keep their insertion order through torch.save)."""
+    h = hashlib.sha256()
+
+    def walk(x: Any) -> None:
+        if isinstance(x, torch.Tensor):
+            t = x.detach().cpu().contiguous().reshape(-1)
+            h.update(f"T{t.dtype}{tuple(x.shape)}:".encode())
+            h.update(t.view(torch.uint8).numpy().tobytes())
+        elif isinstance(x, dict):
+            h.update(f"D{len(x)}:".encode())
+            for key, value in x.items():
+                walk(key)
+                walk(value)
+        elif isinstance(x, (list, tuple)):
+            h.update(f"{type(x).__name__}{len(x)}:".encode())
+            for value in x:
+                walk(value)
+        else:
+            h.update(f"{type(x).__name__}:{x!r};".encode())
+
+    walk(obj)
+    return h.hexdigest()
+
+
+def seal_checkpoint(payload: dict[str, Any]) -> dict[str, Any]:
+    """``payload`` with its ``digest`` (re)computed: what ``torch.save`` writes."""
+    body = {k: v for k, v in payload.items() if k != "digest"}
+    return {**body, "digest": _digest(body)}
+
+
+class _TestPause:
+    """The ``GPUDNN_CHECKPOINT_TEST_PAUSE=SECONDS`` hook (tests/test_checkpoint_kill.py). After
+    each step of the write (begin, written, synced, replaced, end) it prints ``gpudnn-test:
+    checkpoint epoch E STEP`` on stderr and sleeps SECONDS; it hands the file to torch.save
+    through a wrapper that passes each chunk on to the OS at once (a kill leaves the temporary
+    file torn at that byte) and sleeps SECONDS / 50 after it. The bytes written are the same."""
+
+    def __init__(self, seconds: float, epoch: int):
+        self.seconds, self.epoch = seconds, epoch
+
+    def step(self, name: str) -> None:
+        print(f"gpudnn-test: checkpoint epoch {self.epoch} {name}", file=sys.stderr, flush=True)
+        time.sleep(self.seconds)
+
+    def wrap(self, f):
+        pause = self.seconds / 50
+
+        class Chunked:
+            def write(self, data):
+                n = f.write(data)
+                f.flush()
+                time.sleep(pause)
+                return n
+
+            def flush(self):
+                f.flush()
+
+        return Chunked()
 
 
 def save_checkpoint(path: str, task: Task, epoch: int, history: list[dict]) -> None:
-    """Write the checkpoint to a temporary file in the same folder, fsync, then rename over
-    ``path``: a run killed at any moment leaves the previous checkpoint or the new one."""
-    payload = {"format": CHECKPOINT_FORMAT, "version": CHECKPOINT_VERSION, "task": task.name,
-               "config": task.config, "epoch": epoch, "history": history, **task.state()}
-    tmp = f"{path}.tmp{os.getpid()}"
-    try:
-        with open(tmp, "wb") as f:
-            torch.save(payload, f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
+    """Write the checkpoint atomically (see above): a run killed at any moment leaves the
+    previous checkpoint or the new one, never a torn ``path``."""
+    payload = seal_checkpoint({"format": CHECKPOINT_FORMAT, "version": CHECKPOINT_VERSION,
+                               "task": task.name, "config": task.config, "epoch": epoch,
+                               "history": history, **task.state()})
+    pause = os.environ.get(TEST_PAUSE_ENV)
+    if not pause:
+        _write_atomic(path, lambda f: torch.save(payload, f))
+        return
+    hook = _TestPause(float(pause), epoch)
+    hook.step("begin")
+    _write_atomic(path, lambda f: torch.save(payload, hook.wrap(f)), step=hook.step)
+    hook.step("end")
 
 
 def load_checkpoint(path: str, task_name: str | None = None) -> dict[str, Any]:
@@ -426,13 +558,17 @@ def load_checkpoint(path: str, task_name: str | None = None) -> dict[str, Any]:
                               "delete it to start over") from exc
     if not isinstance(payload, dict) or payload.get("format") != CHECKPOINT_FORMAT:
         raise CheckpointError(f"{path} is not a gpudnn checkpoint")
-    if payload.get("version") != CHECKPOINT_VERSION:
-        raise CheckpointError(f"{path} has checkpoint version {payload.get('version')!r}; "
-                              f"this gpudnn reads version {CHECKPOINT_VERSION}")
+    version = payload.get("version")
+    if version not in (1, CHECKPOINT_VERSION):
+        raise CheckpointError(f"{path} has checkpoint version {version!r}; "
+                              f"this gpudnn reads versions 1 to {CHECKPOINT_VERSION}")
     missing = [k for k in ("task", "config", "epoch", "history", "model", "optimizers")
-               if k not in payload]
+               + (("digest",) if version >= 2 else ()) if k not in payload]
     if missing:
         raise CheckpointError(f"checkpoint {path} lacks {missing}; it is corrupt")
+    if version >= 2 and seal_checkpoint(payload)["digest"] != payload["digest"]:
+        raise CheckpointError(f"checkpoint {path} is corrupt (its contents do not match the "
+                              "SHA-256 digest written with them); delete it to start over")
     if task_name is not None and payload["task"] != task_name:
         raise CheckpointError(f"checkpoint {path} is for the {payload['task']!r} model, "
                               f"not {task_name!r}")
@@ -535,13 +671,17 @@ def fit(task: Task, epochs: int, out_dir: str, resume: bool = False,
     and ``out_dir/metrics.jsonl``; with ``resume``, continue from the checkpoint there (the
     task must already hold the checkpoint's config). Returns the metrics of every epoch."""
     os.makedirs(out_dir, exist_ok=True)
+    remove_stale_temp_files(out_dir)
     path = os.path.join(out_dir, CHECKPOINT_NAME)
+    metrics_path = os.path.join(out_dir, "metrics.jsonl")
     history: list[dict[str, Any]] = []
     start = 0
     if resume:
         payload = load_checkpoint(path, task.name)
         restore(task, payload, path)
         start, history = int(payload["epoch"]), list(payload["history"])
+        # a run killed between the checkpoint's rename and metrics.jsonl's left it an epoch short
+        _write_text_atomic(metrics_path, "".join(json.dumps(m) + "\n" for m in history))
         log(f"resuming {task.name} from {path} after epoch {start}")
     if start >= epochs:
         log(f"{task.name}: already trained for {start} epochs (asked for {epochs}); nothing to do")
@@ -565,7 +705,6 @@ def fit(task: Task, epochs: int, out_dir: str, resume: bool = False,
                    "seconds": time.perf_counter() - bar.start}
         history.append(metrics)
         save_checkpoint(path, task, epoch, history)
-        _write_text_atomic(os.path.join(out_dir, "metrics.jsonl"),
-                           "".join(json.dumps(m) + "\n" for m in history))
+        _write_text_atomic(metrics_path, "".join(json.dumps(m) + "\n" for m in history))
         log(format_metrics(metrics, epochs))
     return history

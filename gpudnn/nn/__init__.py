@@ -1,18 +1,21 @@
-"""``gpudnn.nn``: drop-in twins of torch.nn layers (same signatures and state_dict keys)."""
-from .._lazy import lazy_exports
+"""``gpudnn.nn``: torch.nn with gpudnn's twins in place of the layers gpudnn implements.
 
-_TABLE = {
-    "Linear": ".linear",
-    "Conv2d": ".conv", "ConvTranspose2d": ".conv",
-    "BatchNorm1d": ".batchnorm", "BatchNorm2d": ".batchnorm",
-    "Dropout": ".dropout",
-    "Softmax": ".softmax", "LogSoftmax": ".softmax",
-    "ReLU": ".activation", "LeakyReLU": ".activation", "Sigmoid": ".activation",
-    "Tanh": ".activation", "GELU": ".activation", "SiLU": ".activation",
-    "MaxPool2d": ".pool", "AvgPool2d": ".pool",
-    "LSTM": ".lstm", "LSTMCell": ".lstm",
-    "CrossEntropyLoss": ".loss", "BCEWithLogitsLoss": ".loss", "MSELoss": ".loss",
-    "convert": "._convert",  # not .convert: a submodule would shadow the function
-}
-__all__ = sorted(_TABLE)
-__getattr__, __dir__ = lazy_exports("gpudnn.nn", _TABLE)
+``import gpudnn.nn as nn`` works as a drop-in for ``import torch.nn as nn``: every public torch.nn
+name is here (``Module``, ``Sequential``, ``ModuleList``, ``Parameter``, ``init``, ...), and the
+layers gpudnn implements are its twins (same signatures and ``state_dict``; ``activation=`` on the
+layers that fuse one). ``nn.functional`` stays torch's; gpudnn's is ``gpudnn.functional``.
+``convert(model)`` swaps the torch layers of an existing model for their twins.
+
+The twins are the classes in the ``__all__`` of every public module of this package (``fold``
+holds a function); nothing lists them by hand.
+"""
+import torch.nn as _torch_nn
+from torch.nn import *  # noqa: F401,F403  (every public torch.nn name; the twins replace some)
+
+from .. import _modules
+from ._convert import convert  # noqa: E402
+
+TWIN_MODULES = _modules.public_modules(__import__(__name__, fromlist=["_"]), skip=("fold",))
+TWINS: tuple[str, ...] = tuple(sorted(name for m in TWIN_MODULES for name in m.__all__))
+globals().update({name: getattr(m, name) for m in TWIN_MODULES for name in m.__all__})
+__all__ = sorted({n for n in dir(_torch_nn) if not n.startswith("_")} | set(TWINS) | {"convert"})

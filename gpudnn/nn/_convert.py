@@ -7,24 +7,26 @@ from torch import nn
 
 from ..activations import parse_activation
 
-# torch.nn class -> gpudnn.nn class name. Exact types only: a user's subclass of a torch layer
-# may override forward, so it is left alone.
-_TWINS = {
-    nn.Linear: "Linear", nn.Conv2d: "Conv2d", nn.ConvTranspose2d: "ConvTranspose2d",
-    nn.BatchNorm1d: "BatchNorm1d", nn.BatchNorm2d: "BatchNorm2d", nn.Dropout: "Dropout",
-    nn.Softmax: "Softmax", nn.LogSoftmax: "LogSoftmax", nn.ReLU: "ReLU", nn.LeakyReLU: "LeakyReLU",
-    nn.Sigmoid: "Sigmoid", nn.Tanh: "Tanh", nn.GELU: "GELU", nn.SiLU: "SiLU",
-    nn.MaxPool2d: "MaxPool2d", nn.AvgPool2d: "AvgPool2d", nn.LSTM: "LSTM", nn.LSTMCell: "LSTMCell",
-    nn.CrossEntropyLoss: "CrossEntropyLoss", nn.BCEWithLogitsLoss: "BCEWithLogitsLoss",
-    nn.MSELoss: "MSELoss",
-}
+def twin_classes() -> dict[type, type]:
+    """torch.nn class -> its gpudnn.nn twin, for every twin ``gpudnn.nn`` defines (the torch
+    class is the twin's ``torch_twin`` attribute, else its nearest torch.nn base). Exact types
+    only: a user's subclass of a torch layer may override forward, so it is left alone."""
+    from . import TWIN_MODULES
+    table = {}
+    for module in TWIN_MODULES:
+        for name in module.__all__:
+            cls = getattr(module, name)
+            base = cls.__dict__.get("torch_twin") or next(
+                b for b in cls.__mro__[1:] if b.__module__.startswith("torch.nn."))
+            table[base] = cls
+    return table
+
+
 _ACTIVATIONS = (nn.ReLU, nn.LeakyReLU, nn.Sigmoid, nn.Tanh, nn.GELU, nn.SiLU)
 
 
 def _twin_class(module: nn.Module):
-    from .. import nn as gnn
-    name = _TWINS.get(type(module))
-    return getattr(gnn, name) if name else None
+    return twin_classes().get(type(module))
 
 
 def _swap(module: nn.Module) -> nn.Module:

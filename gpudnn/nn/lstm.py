@@ -10,12 +10,19 @@ from ..ops.lstm import lstm, lstm_cell
 __all__ = ["LSTM", "LSTMCell"]
 
 
-class LSTM(torch.nn.LSTM):
-    """torch.nn.LSTM on gpudnn kernels. ``proj_size != 0`` and PackedSequence input are not
-    supported (NotImplementedError)."""
+class LSTM(torch.nn.RNNBase):
+    """torch.nn.LSTM on gpudnn kernels: the same constructor, parameters, initialization and
+    state_dict (both are ``RNNBase`` in mode "LSTM"). ``proj_size != 0`` and PackedSequence
+    input are not supported (NotImplementedError).
+
+    Not a subclass of ``torch.nn.LSTM``: torch.compile refuses to trace any instance of
+    torch's RNN classes (a graph break), while this one compiles into one graph like every
+    other gpudnn layer. ``convert`` still maps ``torch.nn.LSTM`` here (``torch_twin``)."""
+
+    torch_twin = torch.nn.LSTM
 
     def __init__(self, *args, **kwargs):
-        super().__init__(*args, **kwargs)
+        super().__init__("LSTM", *args, **kwargs)
         if self.proj_size != 0:
             raise NotImplementedError(
                 f"gpudnn.nn.LSTM does not support proj_size != 0 (got proj_size={self.proj_size});"

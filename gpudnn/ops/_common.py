@@ -1,27 +1,12 @@
-"""Shared glue of the autograd Functions: argument checks, autocast casts, the (h, w) pair parser,
-and running a backward on the backend its forward ran on."""
+"""Shared glue of the ops' public functions: argument checks, autocast casts, the (h, w) pair
+parser."""
 from __future__ import annotations
 
 from typing import Any, Callable, Sequence
 
 import torch
 
-from .. import backend
-
 FLOAT_DTYPES = (torch.float16, torch.bfloat16, torch.float32, torch.float64)
-
-
-def forward_launcher(ctx, name: str, *tensors: Any) -> Callable:
-    """Launcher ``name`` of the backend selected for ``tensors``; the choice is kept on ``ctx`` so
-    that ``backward_launcher`` runs the backward on that same backend."""
-    ctx.backend = backend.resolve(name, *tensors)
-    return backend.launcher(name, backend=ctx.backend)
-
-
-def backward_launcher(ctx, name: str) -> Callable:
-    """Launcher ``name`` of the backend the forward ran on (never a fresh selection: autograd can
-    run backward outside the forward's ``use_backend`` block, on another thread)."""
-    return backend.launcher(name, backend=ctx.backend)
 
 
 def check_tensor(name: str, t: torch.Tensor | None, *, ndim: int | Sequence[int] | None = None,

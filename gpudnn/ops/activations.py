@@ -1,65 +1,96 @@
-"""Standalone activations as one autograd Function (saves y where the derivative allows, else x)."""
-from __future__ import annotations
-
+"""Standalone activations: the ops ``gpudnn::activation`` / ``gpudnn::activation_backward`` and
+the functional forms (relu, leaky_relu, sigmoid, tanh, gelu, silu)."""
 import torch
+from torch import Tensor
 
-from ..activations import Activation
-from ._common import backward_launcher, check_tensor, forward_launcher
+from ..activations import Activation, activation_args, activation_of
+from ..backend import Kernels, reference_launcher, resolve
+from ..kernels.cupy import activations as cupy
+from ..kernels.triton import activations as triton
+from ..reference import activations as reference
+from ._common import check_tensor
+from ._library import define, like_layout
 
-__all__ = ["ActivationFunction", "activation", "relu", "leaky_relu", "sigmoid", "tanh", "gelu",
-           "silu"]
+__all__ = ["relu", "leaky_relu", "sigmoid", "tanh", "gelu", "silu"]
 
-
-class ActivationFunction(torch.autograd.Function):
-    """y = act(x) elementwise, any shape and strides."""
-
-    @staticmethod
-    def forward(ctx, x: torch.Tensor, act: Activation) -> torch.Tensor:
-        y = forward_launcher(ctx, "activation_forward", x)(x, act)
-        ctx.act = act
-        ctx.save_for_backward(y if act.from_output else x)
-        return y
-
-    @staticmethod
-    def backward(ctx, grad_y: torch.Tensor):
-        (saved,) = ctx.saved_tensors
-        grad_x = backward_launcher(ctx, "activation_backward")(grad_y, saved, ctx.act)
-        return grad_x, None
+ACTIVATION = Kernels(
+    "activation",
+    reference=(reference_launcher(reference.activation_forward),
+               reference_launcher(reference.activation_backward)),
+    triton=(triton.activation_forward, triton.activation_backward),
+    cupy=(cupy.activation_forward, cupy.activation_backward))
 
 
-def activation(input: torch.Tensor, act: Activation | None) -> torch.Tensor:
+@define("activation")
+def activation_op(x: Tensor, act: str, act_param: float, backend: str) -> Tensor:
+    """y = act(x) elementwise, any shape and strides (y laid out as torch.empty_like(x))."""
+    return like_layout(ACTIVATION.forward(backend)(x, activation_of(act, act_param)), x)
+
+
+@activation_op.register_fake
+def _(x, act, act_param, backend):
+    return torch.empty_like(x)
+
+
+@define("activation_backward")
+def activation_backward(grad_y: Tensor, saved: Tensor, act: str, act_param: float,
+                        backend: str) -> Tensor:
+    """grad_x = grad_y * act'(saved); saved = y if act' is a function of y, else x."""
+    grad_x = ACTIVATION.backward(backend)(grad_y, saved, activation_of(act, act_param))
+    return like_layout(grad_x, grad_y)
+
+
+@activation_backward.register_fake
+def _(grad_y, saved, act, act_param, backend):
+    return torch.empty_like(grad_y)
+
+
+def _setup(ctx, inputs, output):
+    x, act, act_param, backend = inputs
+    ctx.act, ctx.backend = (act, act_param), backend
+    ctx.save_for_backward(output if activation_of(act, act_param).from_output else x)
+
+
+def _grad(ctx, grad_y):
+    (saved,) = ctx.saved_tensors
+    return activation_backward(grad_y, saved, *ctx.act, ctx.backend), None, None, None
+
+
+activation_op.register_autograd(_grad, setup_context=_setup)
+
+
+def activation(input: Tensor, act: Activation | None) -> Tensor:
     """Apply ``act`` (None: identity, returns ``input``)."""
     check_tensor("input", input)
     if act is None:
         return input
-    return ActivationFunction.apply(input, act)
+    return activation_op(input, *activation_args(act), resolve(ACTIVATION, input))
 
 
 # ``inplace=True`` is accepted for signature compatibility and computes out of place: a kernel's
 # output never aliases its input, and autograd sees an ordinary op.
 
-def relu(input: torch.Tensor, inplace: bool = False) -> torch.Tensor:
+def relu(input: Tensor, inplace: bool = False) -> Tensor:
     return activation(input, Activation("relu"))
 
 
-def leaky_relu(input: torch.Tensor, negative_slope: float = 0.01,
-               inplace: bool = False) -> torch.Tensor:
+def leaky_relu(input: Tensor, negative_slope: float = 0.01, inplace: bool = False) -> Tensor:
     return activation(input, Activation("leaky_relu", float(negative_slope)))
 
 
-def sigmoid(input: torch.Tensor) -> torch.Tensor:
+def sigmoid(input: Tensor) -> Tensor:
     return activation(input, Activation("sigmoid"))
 
 
-def tanh(input: torch.Tensor) -> torch.Tensor:
+def tanh(input: Tensor) -> Tensor:
     return activation(input, Activation("tanh"))
 
 
-def gelu(input: torch.Tensor, approximate: str = "none") -> torch.Tensor:
+def gelu(input: Tensor, approximate: str = "none") -> Tensor:
     if approximate not in ("none", "tanh"):
         raise ValueError(f"gelu: approximate must be 'none' or 'tanh', got {approximate!r}")
     return activation(input, Activation("gelu_tanh" if approximate == "tanh" else "gelu"))
 
 
-def silu(input: torch.Tensor, inplace: bool = False) -> torch.Tensor:
+def silu(input: Tensor, inplace: bool = False) -> Tensor:
     return activation(input, Activation("silu"))

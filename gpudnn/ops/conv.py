@@ -1,4 +1,5 @@
-"""2-D convolution and transposed convolution: one autograd Function, the public functions.
+"""2-D convolution and transposed convolution: the ops ``gpudnn::conv2d`` /
+``gpudnn::conv_transpose2d`` (and their backward ops) and the public functions.
 
 ``conv2d`` / ``conv_transpose2d`` take torch.nn.functional's arguments plus ``activation=``
 (fused with the bias into the kernel's epilogue). Argument checks raise torch's errors; the
@@ -6,20 +7,35 @@ launchers then see normalized arguments only: 4-D NCHW or channels_last tensors,
 the convolution's padding as (top, bottom, left, right), so that ``padding="same"`` with an even
 kernel pads asymmetrically exactly as torch does.
 """
-from __future__ import annotations
-
-from typing import Any
+from typing import Any, Optional
 
 import torch
+from torch import Tensor
 from torch._prims_common import suggest_memory_format
-from torch.autograd.function import once_differentiable
 
-from ..activations import parse_activation
-from ._common import (autocast_to_lower, backward_launcher, check_same, check_tensor,
-                      forward_launcher, pair)
+from ..activations import activation_args, activation_of, parse_activation
+from ..backend import Kernels, reference_launcher, resolve
+from ..kernels.cupy import conv as cupy
+from ..kernels.triton import conv as triton
+from ..reference import conv as reference
+from ._common import autocast_to_lower, check_same, check_tensor, pair
+from ._library import absent, define, like_layout
 from ._shapes import conv_output_size, conv_transpose2d_output_size
 
 __all__ = ["conv2d", "conv_transpose2d"]
+
+CONV2D = Kernels(
+    "conv2d",
+    reference=(reference_launcher(reference.conv2d_forward),
+               reference_launcher(reference.conv2d_backward)),
+    triton=(triton.conv2d_forward, triton.conv2d_backward),
+    cupy=(cupy.conv2d_forward, cupy.conv2d_backward))
+CONV_TRANSPOSE2D = Kernels(
+    "conv_transpose2d",
+    reference=(reference_launcher(reference.conv_transpose2d_forward),
+               reference_launcher(reference.conv_transpose2d_backward)),
+    triton=(triton.conv_transpose2d_forward, triton.conv_transpose2d_backward),
+    cupy=(cupy.conv_transpose2d_forward, cupy.conv_transpose2d_backward))
 
 
 def launcher_layout(t: torch.Tensor | None) -> torch.Tensor | None:
@@ -77,36 +93,160 @@ def _conv_padding(padding: Any, kernel: tuple[int, int], stride: tuple[int, int]
     return (ph, ph, pw, pw)
 
 
-class _ConvFunction(torch.autograd.Function):
-    """y = act(conv(x, weight) + bias) for ``kind`` "conv2d" or "conv_transpose2d"; ``params``
-    are the launcher arguments between bias and act (see gpudnn.launchers)."""
+def _output_shape(kernels: Kernels, x: Tensor, weight: Tensor, params: tuple) -> tuple:
+    """[N, Cout, Ho, Wo] of a conv2d (params: stride, padding4, dilation, groups) or a
+    conv_transpose2d (params: stride, padding, output_padding, groups, dilation)."""
+    kernel = weight.shape[2:]
+    if kernels is CONV2D:
+        stride, pad4, dilation, _ = params
+        out_hw = [conv_output_size(x.shape[2 + a], kernel[a], stride[a], pad4[2 * a],
+                                   pad4[2 * a + 1], dilation[a]) for a in range(2)]
+        return (x.shape[0], weight.shape[0], *out_hw)
+    stride, padding, output_padding, groups, dilation = params
+    out_hw = [conv_transpose2d_output_size(x.shape[2 + a], kernel[a], stride[a], padding[a],
+                                           output_padding[a], dilation[a]) for a in range(2)]
+    return (x.shape[0], weight.shape[1] * groups, *out_hw)
 
-    @staticmethod
-    def forward(ctx, kind: str, x, weight, bias, params: tuple, act, out_shape: tuple[int, ...]):
-        fmt = output_format(x, weight)
-        ctx.kind, ctx.params, ctx.act, ctx.fmt = kind, params, act, fmt
-        if x.shape[0] == 0:  # nothing to launch: an empty output, zero weight/bias gradients
-            ctx.save_for_backward(x, weight, None)
-            return x.new_empty(out_shape).contiguous(memory_format=fmt)
-        y, saved = forward_launcher(ctx, f"{kind}_forward", x, weight, bias)(
-            x, weight, bias, *params, act)
+
+def _saves_z(act: str, act_param: float) -> bool:
+    activation = activation_of(act, act_param)
+    return activation is not None and not activation.from_output
+
+
+def _conv_forward(kernels: Kernels, x, weight, bias, params, act, act_param, backend):
+    """(y, z) in the memory format torch would give the output (z empty unless saved)."""
+    fmt = output_format(x, weight)
+    if x.shape[0] == 0:  # nothing to launch
+        y = x.new_empty(_output_shape(kernels, x, weight, params)).contiguous(memory_format=fmt)
+        return y, (torch.empty_like(y) if _saves_z(act, act_param) else absent(x))
+    y, saved = kernels.forward(backend)(x, weight, bias, *params, activation_of(act, act_param))
+    y = y.contiguous(memory_format=fmt)
+    if not _saves_z(act, act_param):
+        return y, absent(x)
+    return y, saved.contiguous(memory_format=fmt)
+
+
+def _conv_forward_fake(kernels: Kernels, x, weight, params, act, act_param):
+    fmt = output_format(x, weight)
+    y = x.new_empty(_output_shape(kernels, x, weight, params)).contiguous(memory_format=fmt)
+    return y, (torch.empty_like(y) if _saves_z(act, act_param) else absent(x))
+
+
+def _conv_backward(kernels: Kernels, grad_y, x, weight, saved, params, act, act_param, needs,
+                   backend):
+    """(grad_x like x, grad_weight like weight, grad_bias [Cout]), each empty unless needed."""
+    if x.shape[0] == 0:
+        grads = (torch.zeros_like(x), torch.zeros_like(weight),
+                 weight.new_zeros(grad_y.shape[1]))
+    else:
+        grad_y = grad_y.contiguous(memory_format=output_format(x, weight))
+        grads = kernels.backward(backend)(grad_y, x, weight, saved, *params,
+                                          activation_of(act, act_param), tuple(needs))
+    return tuple(absent(x) if not need or g is None else like_layout(g, like)
+                 for g, need, like in zip(grads, needs, (x, weight, grad_y.new_empty(0))))
+
+
+def _conv_backward_fake(grad_y, x, weight, needs):
+    return tuple(torch.empty_like(like) if need else absent(x) for need, like in
+                 zip(needs, (x, weight, weight.new_empty(grad_y.shape[1]))))
+
+
+def _autograd(op, backward_op, n_params: int) -> None:
+    """register_autograd of a conv op: inputs (x, weight, bias, *params, act, act_param,
+    backend); saves x, weight and the saved tensor (y or z, by the activation)."""
+
+    def setup(ctx, inputs, output):
+        x, weight, _ = inputs[:3]
+        ctx.params = inputs[3:3 + n_params]
+        act, act_param, ctx.backend = inputs[3 + n_params:]
+        ctx.act = (act, act_param)
+        activation = activation_of(act, act_param)
+        saved = None if activation is None else output[0 if activation.from_output else 1]
         ctx.save_for_backward(x, weight, saved)
-        return y.contiguous(memory_format=fmt)
 
-    @staticmethod
-    @once_differentiable
-    def backward(ctx, grad_y):
+    def grad(ctx, grad_y, grad_z):
         x, weight, saved = ctx.saved_tensors
-        needs = tuple(ctx.needs_input_grad[1:4])
-        if x.shape[0] == 0:
-            grad_x = torch.zeros_like(x) if needs[0] else None
-            grad_weight = torch.zeros_like(weight) if needs[1] else None
-            grad_bias = weight.new_zeros(grad_y.shape[1]) if needs[2] else None
-        else:
-            grad_y = grad_y.contiguous(memory_format=ctx.fmt)
-            grad_x, grad_weight, grad_bias = backward_launcher(ctx, f"{ctx.kind}_backward")(
-                grad_y, x, weight, saved, *ctx.params, ctx.act, needs)
-        return None, grad_x, grad_weight, grad_bias, None, None, None
+        needs = list(ctx.needs_input_grad[:3])
+        grads = backward_op(grad_y, x, weight, saved, *ctx.params, *ctx.act, needs, ctx.backend)
+        return (*(g if need else None for g, need in zip(grads, needs)),) + \
+            (None,) * (n_params + 3)
+
+    op.register_autograd(grad, setup_context=setup)
+
+
+@define("conv2d")
+def conv2d_op(x: Tensor, weight: Tensor, bias: Optional[Tensor], stride: list[int],
+              padding: list[int], dilation: list[int], groups: int, act: str, act_param: float,
+              backend: str) -> tuple[Tensor, Tensor]:
+    """x [N, Cin, H, W] (NCHW or channels_last), weight [Cout, Cin/groups, kh, kw], bias [Cout]
+    -> (y = act(conv + bias), z: the pre-activation where backward needs it, else empty);
+    padding (top, bottom, left, right)."""
+    return _conv_forward(CONV2D, x, weight, bias, (stride, padding, dilation, groups), act,
+                         act_param, backend)
+
+
+@conv2d_op.register_fake
+def _(x, weight, bias, stride, padding, dilation, groups, act, act_param, backend):
+    return _conv_forward_fake(CONV2D, x, weight, (stride, padding, dilation, groups), act,
+                              act_param)
+
+
+@define("conv2d_backward")
+def conv2d_backward(grad_y: Tensor, x: Tensor, weight: Tensor, saved: Optional[Tensor],
+                    stride: list[int], padding: list[int], dilation: list[int], groups: int,
+                    act: str, act_param: float, needs: list[bool],
+                    backend: str) -> tuple[Tensor, Tensor, Tensor]:
+    """-> (grad_x, grad_weight, grad_bias), each empty unless ``needs`` it."""
+    return _conv_backward(CONV2D, grad_y, x, weight, saved, (stride, padding, dilation, groups),
+                          act, act_param, needs, backend)
+
+
+@conv2d_backward.register_fake
+def _(grad_y, x, weight, saved, stride, padding, dilation, groups, act, act_param, needs,
+      backend):
+    return _conv_backward_fake(grad_y, x, weight, needs)
+
+
+_autograd(conv2d_op, conv2d_backward, 4)
+
+
+@define("conv_transpose2d")
+def conv_transpose2d_op(x: Tensor, weight: Tensor, bias: Optional[Tensor], stride: list[int],
+                        padding: list[int], output_padding: list[int], groups: int,
+                        dilation: list[int], act: str, act_param: float,
+                        backend: str) -> tuple[Tensor, Tensor]:
+    """x [N, Cin, H, W], weight [Cin, Cout/groups, kh, kw], bias [Cout] -> (y, z) as conv2d;
+    padding, output_padding (h, w)."""
+    return _conv_forward(CONV_TRANSPOSE2D, x, weight, bias,
+                         (stride, padding, output_padding, groups, dilation), act, act_param,
+                         backend)
+
+
+@conv_transpose2d_op.register_fake
+def _(x, weight, bias, stride, padding, output_padding, groups, dilation, act, act_param,
+      backend):
+    return _conv_forward_fake(CONV_TRANSPOSE2D, x, weight,
+                              (stride, padding, output_padding, groups, dilation), act, act_param)
+
+
+@define("conv_transpose2d_backward")
+def conv_transpose2d_backward(grad_y: Tensor, x: Tensor, weight: Tensor, saved: Optional[Tensor],
+                              stride: list[int], padding: list[int], output_padding: list[int],
+                              groups: int, dilation: list[int], act: str, act_param: float,
+                              needs: list[bool], backend: str) -> tuple[Tensor, Tensor, Tensor]:
+    """-> (grad_x, grad_weight, grad_bias), each empty unless ``needs`` it."""
+    return _conv_backward(CONV_TRANSPOSE2D, grad_y, x, weight, saved,
+                          (stride, padding, output_padding, groups, dilation), act, act_param,
+                          needs, backend)
+
+
+@conv_transpose2d_backward.register_fake
+def _(grad_y, x, weight, saved, stride, padding, output_padding, groups, dilation, act,
+      act_param, needs, backend):
+    return _conv_backward_fake(grad_y, x, weight, needs)
+
+
+_autograd(conv_transpose2d_op, conv_transpose2d_backward, 5)
 
 
 def _prepare(op: str, input, weight, bias, groups: Any):
@@ -121,6 +261,12 @@ def _prepare(op: str, input, weight, bias, groups: Any):
     if unbatched:
         input = input.unsqueeze(0)
     return input, weight, bias, groups, unbatched
+
+
+def _check_weight_rows(weight, groups: int) -> None:
+    if weight.shape[0] < groups:  # torch's check (0 rows would pass the divisibility test)
+        raise RuntimeError(f"Given groups={groups}, expected weight to be at least {groups} at "
+                           f"dimension 0, but got weight of size {list(weight.shape)} instead")
 
 
 def _check_bias(bias, weight, channels: int) -> None:
@@ -149,6 +295,7 @@ def conv2d(input, weight, bias=None, stride=1, padding=0, dilation=1, groups=1, 
     kernel = tuple(weight.shape[2:])
     pad4 = _conv_padding(padding, kernel, stride, dilation)
     cout = weight.shape[0]
+    _check_weight_rows(weight, groups)
     if cout % groups:
         raise RuntimeError(f"Given groups={groups}, expected weight to be divisible by {groups} "
                            f"at dimension 0, but got weight of size {list(weight.shape)} instead")
@@ -163,11 +310,9 @@ def conv2d(input, weight, bias=None, stride=1, padding=0, dilation=1, groups=1, 
         raise RuntimeError(f"Calculated padded input size per channel: ({padded[0]} x "
                            f"{padded[1]}). Kernel size: ({dilated[0]} x {dilated[1]}). Kernel "
                            "size can't be greater than actual input size")
-    out_hw = tuple(conv_output_size(input.shape[2 + a], kernel[a], stride[a], pad4[2 * a],
-                                    pad4[2 * a + 1], dilation[a]) for a in range(2))
-    y = _ConvFunction.apply("conv2d", launcher_layout(input), launcher_layout(weight), bias,
-                            (stride, pad4, dilation, groups), act,
-                            (input.shape[0], cout) + out_hw)
+    input, weight = launcher_layout(input), launcher_layout(weight)
+    y, _ = conv2d_op(input, weight, bias, list(stride), list(pad4), list(dilation), groups,
+                     *activation_args(act), resolve(CONV2D, input, weight, bias))
     return y.squeeze(0) if unbatched else y
 
 
@@ -193,6 +338,7 @@ def conv_transpose2d(input, weight, bias=None, stride=1, padding=0, output_paddi
             f"{output_padding[1]} stride_height: {stride[0]} stride_width: {stride[1]} "
             f"dilation_height: {dilation[0]} dilation_width: {dilation[1]}")
     cin = weight.shape[0]
+    _check_weight_rows(weight, groups)
     if cin % groups:
         raise RuntimeError(f"Given groups={groups}, expected weight to be divisible by {groups} "
                            f"at dimension 0, but got weight of size {list(weight.shape)} instead")
@@ -207,7 +353,9 @@ def conv_transpose2d(input, weight, bias=None, stride=1, padding=0, output_paddi
                                                 padding[a], output_padding[a], dilation[a])
                    for a in range(2))
     _check_output_size(input, out_hw)
-    y = _ConvFunction.apply("conv_transpose2d", launcher_layout(input), launcher_layout(weight),
-                            bias, (stride, padding, output_padding, groups, dilation), act,
-                            (input.shape[0], cout) + out_hw)
+    input, weight = launcher_layout(input), launcher_layout(weight)
+    y, _ = conv_transpose2d_op(input, weight, bias, list(stride), list(padding),
+                               list(output_padding), groups, list(dilation),
+                               *activation_args(act),
+                               resolve(CONV_TRANSPOSE2D, input, weight, bias))
     return y.squeeze(0) if unbatched else y

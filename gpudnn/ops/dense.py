@@ -1,35 +1,82 @@
-"""Fused linear layer: y = act(input @ weight.T + bias) as one autograd Function."""
-from __future__ import annotations
-
+"""Fused linear layer y = act(input @ weight.T + bias): the ops ``gpudnn::dense`` /
+``gpudnn::dense_backward`` and ``linear``."""
 import math
-from typing import Any
+from typing import Any, Optional
 
 import torch
+from torch import Tensor
 
-from ..activations import Activation, parse_activation
-from ._common import (autocast_to_lower, backward_launcher, check_same, check_tensor,
-                      forward_launcher)
+from ..activations import activation_args, activation_of, parse_activation
+from ..backend import Kernels, reference_launcher, resolve
+from ..kernels.cupy import dense as cupy
+from ..kernels.triton import dense as triton
+from ..reference import dense as reference
+from ._common import autocast_to_lower, check_same, check_tensor
+from ._library import absent, define
 
-__all__ = ["DenseFunction", "linear"]
+__all__ = ["linear"]
+
+DENSE = Kernels(
+    "dense",
+    reference=(reference_launcher(reference.dense_forward),
+               reference_launcher(reference.dense_backward)),
+    triton=(triton.dense_forward, triton.dense_backward),
+    cupy=(cupy.dense_forward, cupy.dense_backward))
 
 
-class DenseFunction(torch.autograd.Function):
-    """x [M, K], weight [N, K], bias [N] | None -> act(x @ weight.T + bias) [M, N]."""
+@define("dense")
+def dense(x: Tensor, weight: Tensor, bias: Optional[Tensor], act: str, act_param: float,
+          backend: str) -> tuple[Tensor, Tensor]:
+    """x [M, K], weight [N, K], bias [N] | None -> (y, z): y = act(x @ weight.T + bias) [M, N];
+    z the pre-activation [M, N] where backward needs it (act' not a function of y), else empty."""
+    activation = activation_of(act, act_param)
+    y, saved = DENSE.forward(backend)(x, weight, bias, activation)
+    return y, (saved if activation is not None and not activation.from_output else absent(x))
 
-    @staticmethod
-    def forward(ctx, x, weight, bias, act: Activation | None):
-        y, saved = forward_launcher(ctx, "dense_forward", x, weight, bias)(x, weight, bias, act)
-        ctx.act = act
-        ctx.save_for_backward(x, weight, saved)
-        return y
 
-    @staticmethod
-    def backward(ctx, grad_y):
-        x, weight, saved = ctx.saved_tensors
-        needs = tuple(ctx.needs_input_grad[:3])
-        grad_x, grad_weight, grad_bias = backward_launcher(ctx, "dense_backward")(
-            grad_y, x, weight, saved, ctx.act, needs)
-        return grad_x, grad_weight, grad_bias, None
+@dense.register_fake
+def _(x, weight, bias, act, act_param, backend):
+    activation = activation_of(act, act_param)
+    y = x.new_empty((x.shape[0], weight.shape[0]))
+    return y, (torch.empty_like(y) if activation is not None and not activation.from_output
+               else absent(x))
+
+
+@define("dense_backward")
+def dense_backward(grad_y: Tensor, x: Tensor, weight: Tensor, saved: Optional[Tensor], act: str,
+                   act_param: float, needs: list[bool], backend: str
+                   ) -> tuple[Tensor, Tensor, Tensor]:
+    """-> (grad_x [M, K], grad_weight [N, K], grad_bias [N]), each empty unless ``needs`` it;
+    saved: y when act' is a function of y, else z (None without an activation)."""
+    grads = DENSE.backward(backend)(grad_y, x, weight, saved, activation_of(act, act_param),
+                                    tuple(needs))
+    return tuple(g if g is not None else absent(x) for g in grads)
+
+
+@dense_backward.register_fake
+def _(grad_y, x, weight, saved, act, act_param, needs, backend):
+    shapes = (x.shape, weight.shape, weight.shape[:1])
+    return tuple(x.new_empty(shape, dtype=like.dtype) if need else absent(x)
+                 for need, shape, like in zip(needs, shapes, (x, weight, weight)))
+
+
+def _setup_dense(ctx, inputs, output):
+    x, weight, bias, act, act_param, backend = inputs
+    y, z = output
+    activation = activation_of(act, act_param)
+    ctx.act, ctx.backend = (act, act_param), backend
+    saved = None if activation is None else (y if activation.from_output else z)
+    ctx.save_for_backward(x, weight, saved)
+
+
+def _dense_grad(ctx, grad_y, grad_z):
+    x, weight, saved = ctx.saved_tensors
+    needs = list(ctx.needs_input_grad[:3])
+    grads = dense_backward(grad_y, x, weight, saved, *ctx.act, needs, ctx.backend)
+    return (*(g if need else None for g, need in zip(grads, needs)), None, None, None)
+
+
+dense.register_autograd(_dense_grad, setup_context=_setup_dense)
 
 
 def linear(input: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = None,
@@ -53,5 +100,5 @@ def linear(input: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None 
     lead = input.shape[:-1]
     # a view whenever the leading dims can be flattened without a copy
     x2d = input.reshape(math.prod(lead), input.shape[-1])
-    y = DenseFunction.apply(x2d, weight, bias, act)
+    y, _ = dense(x2d, weight, bias, *activation_args(act), resolve(DENSE, x2d, weight, bias))
     return y.reshape(*lead, weight.shape[0])

@@ -1,88 +1,216 @@
-"""LSTM autograd Functions (one cell step; one layer-direction over a whole sequence) and the
-public ``lstm_cell`` / ``lstm`` that compose them into torch.nn.LSTM's multi-layer,
-bidirectional network. Launcher signatures: ``gpudnn/reference/lstm.py``.
-"""
-from __future__ import annotations
+"""The LSTM: the ops ``gpudnn::lstm_cell`` (one step) and ``gpudnn::lstm_layer`` (one direction
+of one layer over a whole sequence) with their backward ops, and the public ``lstm_cell`` /
+``lstm`` that compose them into torch.nn.LSTM's multi-layer, bidirectional network. Launcher
+signatures: ``gpudnn/reference/lstm.py``.
 
-from typing import Sequence
+The ops are opaque to ``torch.compile`` on every backend (``traceable=False``): the Triton step
+loops read their tensors through a device pointer table and are replayed from CUDA graphs.
+"""
+from typing import Optional, Sequence
 
 import torch
+from torch import Tensor
 
-from ._common import (autocast_to_lower, backward_launcher, check_same, check_tensor,
-                      forward_launcher)
+from ..backend import Kernels, reference_launcher, resolve
+from ..kernels.cupy import lstm as cupy
+from ..kernels.triton import lstm as triton
+from ..reference import lstm as reference
+from ._common import autocast_to_lower, check_same, check_tensor
+from ._library import absent, define, like_layout
+from .dropout import dropout
 
-__all__ = ["lstm_cell", "lstm", "LSTMCellFunction", "LSTMLayerFunction"]
+__all__ = ["lstm_cell", "lstm"]
+
+LSTM_CELL = Kernels(
+    "lstm_cell",
+    # the reference keeps its saved state at its compute precision (float32 for 16-bit inputs)
+    reference=(reference_launcher(reference.lstm_cell_forward, float32_outputs=(2,)),
+               reference_launcher(reference.lstm_cell_backward)),
+    triton=(triton.lstm_cell_forward, triton.lstm_cell_backward),
+    cupy=(cupy.lstm_cell_forward, cupy.lstm_cell_backward))
+LSTM_LAYER = Kernels(
+    "lstm_layer",
+    reference=(reference_launcher(reference.lstm_layer_forward, float32_outputs=(3,)),
+               reference_launcher(reference.lstm_layer_backward)),
+    triton=(triton.lstm_layer_forward, triton.lstm_layer_backward),
+    cupy=(cupy.lstm_layer_forward, cupy.lstm_layer_backward))
 
 
-def _flatten_saved(saved) -> tuple[list, object]:
-    """An opaque ``saved`` (None, a tensor or a tuple of tensors) -> (tensor list, rebuild spec)."""
+def _saved_fake(backend: str, x: Tensor, steps: int, hidden: int, cell: bool) -> list[Tensor]:
+    """What each backend's forward saves for its own backward (opaque to the op; the fake rule
+    must know it): (gates [T, B, 4H], cells [T, B, H]) with T = 1 for a cell step; the
+    reference's cell keeps gates [B, 4H] only. dtypes: the reference's compute precision
+    (at least float32), triton's gates in the input dtype and cells in float32, CuPy's both
+    float32."""
+    batch = x.shape[-2]
+    gates = (steps, batch, 4 * hidden)
+    cells = (steps, batch, hidden)
+    if backend == "reference":
+        dtype = torch.promote_types(x.dtype, torch.float32)
+        if cell:
+            return [x.new_empty((batch, 4 * hidden), dtype=dtype)]
+        return [x.new_empty(gates, dtype=dtype), x.new_empty(cells, dtype=dtype)]
+    gates_dtype = x.dtype if backend == "triton" else torch.float32
+    return [x.new_empty(gates, dtype=gates_dtype), x.new_empty(cells, dtype=torch.float32)]
+
+
+def _as_list(saved) -> list[Tensor]:
+    """A backend's opaque ``saved`` (None, a tensor or a tuple of tensors) as an op output."""
     if saved is None:
-        return [], None
-    if isinstance(saved, torch.Tensor):
-        return [saved], "tensor"
-    return list(saved), len(saved)
+        return []
+    return [saved] if isinstance(saved, Tensor) else list(saved)
 
 
-def _unflatten_saved(tensors: Sequence, spec):
-    if spec is None:
+def _as_saved(tensors: Sequence[Tensor]):
+    """The inverse of ``_as_list`` for a backward launcher."""
+    if not tensors:
         raise RuntimeError("gpudnn LSTM: backward through a forward that ran with "
                            "grad_enabled=False (nothing was saved for backward)")
-    if spec == "tensor":
-        return tensors[0]
-    return tuple(tensors)
+    return tensors[0] if len(tensors) == 1 else tuple(tensors)
 
 
-class LSTMCellFunction(torch.autograd.Function):
-    """(x, h, c, w_ih, w_hh, b_ih, b_hh, grad_enabled) -> (h_new, c_new): one LSTM step.
-    ``grad_enabled``: torch.is_grad_enabled() of the caller (inside forward it is always off, and
-    needs_input_grad does not see no_grad), so that inference saves nothing for backward."""
-
-    @staticmethod
-    def forward(ctx, x, h, c, w_ih, w_hh, b_ih, b_hh, grad_enabled=True):
-        save = grad_enabled and any(ctx.needs_input_grad[:7])
-        h_new, c_new, saved = forward_launcher(
-            ctx, "lstm_cell_forward", x, h, c, w_ih, w_hh, b_ih, b_hh)(
-            x, h, c, w_ih, w_hh, b_ih, b_hh, save)
-        tensors, ctx.saved_spec = _flatten_saved(saved)
-        ctx.save_for_backward(x, h, c, w_ih, w_hh, c_new, *tensors)
-        return h_new, c_new
-
-    @staticmethod
-    @torch.autograd.function.once_differentiable
-    def backward(ctx, grad_h, grad_c):
-        x, h, c, w_ih, w_hh, c_new, *tensors = ctx.saved_tensors
-        saved = _unflatten_saved(tensors, ctx.saved_spec)
-        needs = tuple(ctx.needs_input_grad[:7])
-        grads = backward_launcher(ctx, "lstm_cell_backward")(
-            grad_h, grad_c, x, h, c, w_ih, w_hh, c_new, saved, needs)
-        return (*grads, None)
+def _grads(grads, inputs: tuple) -> tuple:
+    """Gradients laid out like their inputs (the fake rule's promise), empty where None."""
+    return tuple(like_layout(g, t) if g is not None else absent(inputs[0])
+                 for g, t in zip(grads, inputs))
 
 
-class LSTMLayerFunction(torch.autograd.Function):
-    """(x [T, B, I], h0, c0, w_ih, w_hh, b_ih, b_hh, reverse, grad_enabled) ->
-    (y [T, B, H], h_n, c_n): one direction of one layer over the whole sequence
-    (``grad_enabled`` as for LSTMCellFunction)."""
+def _grads_fake(needs, x, h, c, w_ih, w_hh, b_ih, b_hh) -> tuple:
+    return tuple(torch.empty_like(t) if need and t is not None else absent(x)
+                 for need, t in zip(needs, (x, h, c, w_ih, w_hh, b_ih, b_hh)))
 
-    @staticmethod
-    def forward(ctx, x, h0, c0, w_ih, w_hh, b_ih, b_hh, reverse, grad_enabled=True):
-        save = grad_enabled and any(ctx.needs_input_grad[:7])
-        y, h_n, c_n, saved = forward_launcher(
-            ctx, "lstm_layer_forward", x, h0, c0, w_ih, w_hh, b_ih, b_hh)(
-            x, h0, c0, w_ih, w_hh, b_ih, b_hh, reverse, save)
-        tensors, ctx.saved_spec = _flatten_saved(saved)
-        ctx.reverse = reverse
-        ctx.save_for_backward(x, h0, c0, w_ih, w_hh, y, *tensors)
-        return y, h_n, c_n
 
-    @staticmethod
-    @torch.autograd.function.once_differentiable
-    def backward(ctx, grad_y, grad_h_n, grad_c_n):
-        x, h0, c0, w_ih, w_hh, y, *tensors = ctx.saved_tensors
-        saved = _unflatten_saved(tensors, ctx.saved_spec)
-        needs = tuple(ctx.needs_input_grad[:7])
-        grads = backward_launcher(ctx, "lstm_layer_backward")(
-            grad_y, grad_h_n, grad_c_n, x, h0, c0, w_ih, w_hh, y, saved, ctx.reverse, needs)
-        return (*grads, None, None)
+@define("lstm_cell", traceable=False)
+def lstm_cell_op(x: Tensor, h: Tensor, c: Tensor, w_ih: Tensor, w_hh: Tensor,
+                 b_ih: Optional[Tensor], b_hh: Optional[Tensor], save: bool,
+                 backend: str) -> tuple[Tensor, Tensor, list[Tensor]]:
+    """One step: x [B, I], h, c [B, H] -> (h_new, c_new [B, H], saved: what this backend's
+    backward reads, empty unless ``save``)."""
+    h_new, c_new, saved = LSTM_CELL.forward(backend)(x, h, c, w_ih, w_hh, b_ih, b_hh, save)
+    return h_new.contiguous(), c_new.contiguous(), _as_list(saved)
+
+
+@lstm_cell_op.register_fake
+def _(x, h, c, w_ih, w_hh, b_ih, b_hh, save, backend):
+    saved = _saved_fake(backend, x, 1, w_hh.shape[1], cell=True) if save else []
+    return x.new_empty(h.shape), x.new_empty(c.shape), saved
+
+
+@define("lstm_cell_backward", traceable=False)
+def lstm_cell_backward(grad_h: Tensor, grad_c: Tensor, x: Tensor, h: Tensor, c: Tensor,
+                       w_ih: Tensor, w_hh: Tensor, c_new: Tensor, saved: list[Tensor],
+                       needs: list[bool], backend: str
+                       ) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor]:
+    """-> gradients of (x, h, c, w_ih, w_hh, b_ih, b_hh), each empty unless ``needs`` it."""
+    grads = LSTM_CELL.backward(backend)(grad_h, grad_c, x, h, c, w_ih, w_hh, c_new,
+                                        _as_saved(saved), tuple(needs))
+    bias = w_ih.new_empty(w_ih.shape[:1])
+    return _grads(grads, (x, h, c, w_ih, w_hh, bias, bias))
+
+
+@lstm_cell_backward.register_fake
+def _(grad_h, grad_c, x, h, c, w_ih, w_hh, c_new, saved, needs, backend):
+    bias = w_ih.new_empty(w_ih.shape[:1])
+    return _grads_fake(needs, x, h, c, w_ih, w_hh, bias, bias)
+
+
+def _setup_cell(ctx, inputs, output):
+    x, h, c, w_ih, w_hh, _, _, _, backend = inputs
+    h_new, c_new, saved = output
+    ctx.backend, ctx.saved_count = backend, len(saved)
+    ctx.save_for_backward(x, h, c, w_ih, w_hh, c_new, *saved)
+
+
+def _cell_grad(ctx, grad_h, grad_c, grad_saved):
+    x, h, c, w_ih, w_hh, c_new, *saved = ctx.saved_tensors
+    needs = list(ctx.needs_input_grad[:7])
+    grads = lstm_cell_backward(grad_h, grad_c, x, h, c, w_ih, w_hh, c_new, saved, needs,
+                               ctx.backend)
+    return (*(g if need else None for g, need in zip(grads, needs)), None, None)
+
+
+lstm_cell_op.register_autograd(_cell_grad, setup_context=_setup_cell)
+
+
+@define("lstm_layer", traceable=False)
+def lstm_layer_op(x: Tensor, h0: Tensor, c0: Tensor, w_ih: Tensor, w_hh: Tensor,
+                  b_ih: Optional[Tensor], b_hh: Optional[Tensor], reverse: bool, save: bool,
+                  backend: str) -> tuple[Tensor, Tensor, Tensor, list[Tensor]]:
+    """One direction of one layer: x [T, B, I], h0, c0 [B, H] -> (y [T, B, H], h_n, c_n [B, H],
+    saved: what this backend's backward reads, empty unless ``save``); reverse runs
+    t = T-1 .. 0."""
+    y, h_n, c_n, saved = LSTM_LAYER.forward(backend)(x, h0, c0, w_ih, w_hh, b_ih, b_hh, reverse,
+                                                     save)
+    return y.contiguous(), h_n.contiguous(), c_n.contiguous(), _as_list(saved)
+
+
+@lstm_layer_op.register_fake
+def _(x, h0, c0, w_ih, w_hh, b_ih, b_hh, reverse, save, backend):
+    hidden = w_hh.shape[1]
+    saved = _saved_fake(backend, x, x.shape[0], hidden, cell=False) if save else []
+    return (x.new_empty((x.shape[0], x.shape[1], hidden)), x.new_empty(h0.shape),
+            x.new_empty(c0.shape), saved)
+
+
+@define("lstm_layer_backward", traceable=False)
+def lstm_layer_backward(grad_y: Tensor, grad_h_n: Tensor, grad_c_n: Tensor, x: Tensor,
+                        h0: Tensor, c0: Tensor, w_ih: Tensor, w_hh: Tensor, y: Tensor,
+                        saved: list[Tensor], reverse: bool, needs: list[bool], backend: str
+                        ) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor]:
+    """BPTT -> gradients of (x, h0, c0, w_ih, w_hh, b_ih, b_hh), each empty unless needed."""
+    grads = LSTM_LAYER.backward(backend)(grad_y, grad_h_n, grad_c_n, x, h0, c0, w_ih, w_hh, y,
+                                         _as_saved(saved), reverse, tuple(needs))
+    bias = w_ih.new_empty(w_ih.shape[:1])
+    return _grads(grads, (x, h0, c0, w_ih, w_hh, bias, bias))
+
+
+@lstm_layer_backward.register_fake
+def _(grad_y, grad_h_n, grad_c_n, x, h0, c0, w_ih, w_hh, y, saved, reverse, needs, backend):
+    bias = w_ih.new_empty(w_ih.shape[:1])
+    return _grads_fake(needs, x, h0, c0, w_ih, w_hh, bias, bias)
+
+
+def _setup_layer(ctx, inputs, output):
+    x, h0, c0, w_ih, w_hh, _, _, reverse, _, backend = inputs
+    y, _, _, saved = output
+    ctx.reverse, ctx.backend = reverse, backend
+    ctx.save_for_backward(x, h0, c0, w_ih, w_hh, y, *saved)
+
+
+def _layer_grad(ctx, grad_y, grad_h_n, grad_c_n, grad_saved):
+    x, h0, c0, w_ih, w_hh, y, *saved = ctx.saved_tensors
+    needs = list(ctx.needs_input_grad[:7])
+    grads = lstm_layer_backward(grad_y, grad_h_n, grad_c_n, x, h0, c0, w_ih, w_hh, y, saved,
+                                ctx.reverse, needs, ctx.backend)
+    return (*(g if need else None for g, need in zip(grads, needs)), None, None, None)
+
+
+lstm_layer_op.register_autograd(_layer_grad, setup_context=_setup_layer)
+
+
+def _saves(*tensors) -> bool:
+    """Whether a forward must save for backward: grad mode on and some input requires grad."""
+    return torch.is_grad_enabled() and any(t is not None and t.requires_grad for t in tensors)
+
+
+def lstm_cell_step(x: Tensor, h: Tensor, c: Tensor, w_ih: Tensor, w_hh: Tensor,
+                   b_ih: Optional[Tensor] = None, b_hh: Optional[Tensor] = None):
+    """One step on the selected backend, no argument checks: x [B, I], h, c [B, H] ->
+    (h_new, c_new)."""
+    args = (x, h, c, w_ih, w_hh, b_ih, b_hh)
+    h_new, c_new, _ = lstm_cell_op(*args, _saves(*args), resolve(LSTM_CELL, *args))
+    return h_new, c_new
+
+
+def lstm_layer(x: Tensor, h0: Tensor, c0: Tensor, w_ih: Tensor, w_hh: Tensor,
+               b_ih: Optional[Tensor] = None, b_hh: Optional[Tensor] = None,
+               reverse: bool = False):
+    """One direction of one layer on the selected backend, no argument checks: x [T, B, I],
+    h0, c0 [B, H] -> (y [T, B, H], h_n, c_n)."""
+    args = (x, h0, c0, w_ih, w_hh, b_ih, b_hh)
+    y, h_n, c_n, _ = lstm_layer_op(*args, bool(reverse), _saves(*args),
+                                   resolve(LSTM_LAYER, *args))
+    return y, h_n, c_n
 
 
 # --- argument checks -----------------------------------------------------------------------
@@ -144,15 +272,13 @@ def lstm_cell(input: torch.Tensor, hx, w_ih: torch.Tensor, w_hh: torch.Tensor,
             h, c = h.unsqueeze(0), c.unsqueeze(0)
     x, h, c, w_ih, w_hh, b_ih, b_hh = autocast_to_lower(x, h, c, w_ih, w_hh, b_ih, b_hh)
     check_same(op, input=x, h=h, c=c, w_ih=w_ih, w_hh=w_hh, b_ih=b_ih, b_hh=b_hh)
-    h_new, c_new = LSTMCellFunction.apply(x, h, c, w_ih, w_hh, b_ih, b_hh,
-                                          torch.is_grad_enabled())
+    h_new, c_new = lstm_cell_step(x, h, c, w_ih, w_hh, b_ih, b_hh)
     if unbatched:
         h_new, c_new = h_new.squeeze(0), c_new.squeeze(0)
     return h_new, c_new
 
 
 def _dropout(x: torch.Tensor, p: float) -> torch.Tensor:
-    from ..functional import dropout  # the dropout op lives in its own family
     return dropout(x, p, training=True)
 
 
@@ -214,8 +340,8 @@ def lstm(input: torch.Tensor, hx, flat_weights: Sequence[torch.Tensor], num_laye
             b_ih, b_hh = biases if bias else (None, None)
             _check_weights(op, x.shape[2], hidden, w_ih, w_hh, b_ih, b_hh,
                            where=f" of layer {layer}{' (reverse)' if direction else ''}")
-            y, h, c = LSTMLayerFunction.apply(x, h0[index], c0[index], w_ih, w_hh, b_ih, b_hh,
-                                              direction == 1, torch.is_grad_enabled())
+            y, h, c = lstm_layer(x, h0[index], c0[index], w_ih, w_hh, b_ih, b_hh,
+                                 reverse=direction == 1)
             outputs.append(y)
             h_n.append(h)
             c_n.append(c)

@@ -1,20 +1,45 @@
-"""2-D max and average pooling: autograd Functions and the public functions.
+"""2-D max and average pooling: the ops ``gpudnn::max_pool2d`` / ``gpudnn::avg_pool2d`` (and
+their backward ops) and the public functions.
 
 ``max_pool2d`` / ``avg_pool2d`` take torch.nn.functional's arguments and raise torch's errors;
 the launchers see 4-D NCHW or channels_last tensors and (h, w) pairs only. The output takes the
 input's memory format, as torch's does.
 """
-from __future__ import annotations
+from typing import Optional
 
 import torch
+from torch import Tensor
 from torch._prims_common import suggest_memory_format
-from torch.autograd.function import once_differentiable
 
-from ._common import backward_launcher, check_tensor, forward_launcher, pair
+from ..backend import Kernels, reference_launcher, resolve
+from ..kernels.cupy import pool as cupy
+from ..kernels.triton import pool as triton
+from ..reference import pool as reference
+from ._common import check_tensor, pair
+from ._library import define
 from ._shapes import pool_output_size
 from .conv import launcher_layout, nonnegative_pair, positive_pair
 
 __all__ = ["max_pool2d", "avg_pool2d"]
+
+MAX_POOL2D = Kernels(
+    "max_pool2d",
+    reference=(reference_launcher(reference.max_pool2d_forward),
+               reference_launcher(reference.max_pool2d_backward)),
+    triton=(triton.max_pool2d_forward, triton.max_pool2d_backward),
+    cupy=(cupy.max_pool2d_forward, cupy.max_pool2d_backward))
+AVG_POOL2D = Kernels(
+    "avg_pool2d",
+    reference=(reference_launcher(reference.avg_pool2d_forward),
+               reference_launcher(reference.avg_pool2d_backward)),
+    triton=(triton.avg_pool2d_forward, triton.avg_pool2d_backward),
+    cupy=(cupy.avg_pool2d_forward, cupy.avg_pool2d_backward))
+
+
+def saved_index_dtype(backend: str) -> torch.dtype:
+    """dtype of the window record a backend's max-pool forward saves for its backward (opaque to
+    the op, but its fake rule must know it): int32 taps for triton, int64 positions otherwise."""
+    return torch.int32 if backend == "triton" else torch.int64
 
 
 def _prepare(input, kernel_size, stride, padding, dilation, ceil_mode):
@@ -48,38 +73,116 @@ def _prepare(input, kernel_size, stride, padding, dilation, ceil_mode):
     return input, kernel, stride, padding, dilation, (n, c) + out_hw, unbatched
 
 
-class _PoolFunction(torch.autograd.Function):
-    """y = pool(x) for ``kind`` "max_pool2d" or "avg_pool2d"; ``params`` are the launcher
-    arguments after x (see gpudnn.launchers)."""
+def _pool_shape(x: Tensor, kernel_size, stride, padding, dilation, ceil_mode) -> tuple:
+    return (x.shape[0], x.shape[1], *(pool_output_size(x.shape[2 + a], kernel_size[a], stride[a],
+                                                        padding[a], dilation[a], ceil_mode)
+                                      for a in range(2)))
 
-    @staticmethod
-    def forward(ctx, kind: str, x, params: tuple, out_shape: tuple[int, ...]):
-        fmt = suggest_memory_format(x)
-        ctx.kind, ctx.params, ctx.x_shape = kind, params, tuple(x.shape)
-        if x.shape[0] == 0:
-            ctx.save_for_backward(None)
-            return x.new_empty(out_shape).contiguous(memory_format=fmt)
-        if kind == "max_pool2d":
-            y, saved = forward_launcher(ctx, "max_pool2d_forward", x)(x, *params)
-        else:
-            y, saved = forward_launcher(ctx, "avg_pool2d_forward", x)(x, *params), None
-        ctx.save_for_backward(saved)
-        return y.contiguous(memory_format=fmt)
 
-    @staticmethod
-    @once_differentiable
-    def backward(ctx, grad_y):
-        if ctx.x_shape[0] == 0:
-            return None, grad_y.new_zeros(ctx.x_shape), None, None
-        grad_y = launcher_layout(grad_y)
-        if ctx.kind == "max_pool2d":
-            (saved,) = ctx.saved_tensors
-            grad_x = backward_launcher(ctx, "max_pool2d_backward")(
-                grad_y, ctx.x_shape, saved, *ctx.params)
-        else:
-            grad_x = backward_launcher(ctx, "avg_pool2d_backward")(
-                grad_y, ctx.x_shape, *ctx.params)
-        return None, grad_x, None, None
+def _empty(x: Tensor, shape, dtype=None) -> Tensor:
+    """An output of ``shape`` in x's memory format (torch's rule for pooling)."""
+    return x.new_empty(shape, dtype=dtype).contiguous(memory_format=suggest_memory_format(x))
+
+
+@define("max_pool2d")
+def max_pool2d_op(x: Tensor, kernel_size: list[int], stride: list[int], padding: list[int],
+                  dilation: list[int], ceil_mode: bool, backend: str) -> tuple[Tensor, Tensor]:
+    """x [N, C, H, W] (NCHW or channels_last) -> (y in x's format, the window record the same
+    backend's backward reads: see ``saved_index_dtype``); pairs are (h, w)."""
+    params = (kernel_size, stride, padding, dilation, ceil_mode)
+    if x.shape[0] == 0:
+        shape = _pool_shape(x, *params)
+        return _empty(x, shape), _empty(x, shape, saved_index_dtype(backend))
+    y, saved = MAX_POOL2D.forward(backend)(x, *params)
+    fmt = suggest_memory_format(x)
+    return y.contiguous(memory_format=fmt), saved.contiguous(memory_format=fmt)
+
+
+@max_pool2d_op.register_fake
+def _(x, kernel_size, stride, padding, dilation, ceil_mode, backend):
+    shape = _pool_shape(x, kernel_size, stride, padding, dilation, ceil_mode)
+    return _empty(x, shape), _empty(x, shape, saved_index_dtype(backend))
+
+
+@define("max_pool2d_backward")
+def max_pool2d_backward(grad_y: Tensor, x_shape: list[int], saved: Tensor,
+                        kernel_size: list[int], stride: list[int], padding: list[int],
+                        dilation: list[int], ceil_mode: bool, backend: str) -> Tensor:
+    """grad_x [N, C, H, W] (x_shape) in grad_y's memory format."""
+    if x_shape[0] == 0:
+        return _empty(grad_y, x_shape).zero_()
+    grad_x = MAX_POOL2D.backward(backend)(launcher_layout(grad_y), tuple(x_shape), saved,
+                                          kernel_size, stride, padding, dilation, ceil_mode)
+    return grad_x.contiguous(memory_format=suggest_memory_format(grad_y))
+
+
+@max_pool2d_backward.register_fake
+def _(grad_y, x_shape, saved, kernel_size, stride, padding, dilation, ceil_mode, backend):
+    return _empty(grad_y, x_shape)
+
+
+@define("avg_pool2d")
+def avg_pool2d_op(x: Tensor, kernel_size: list[int], stride: list[int], padding: list[int],
+                  ceil_mode: bool, count_include_pad: bool, divisor_override: Optional[int],
+                  backend: str) -> Tensor:
+    """x [N, C, H, W] -> y in x's memory format."""
+    params = (kernel_size, stride, padding, ceil_mode, count_include_pad, divisor_override)
+    if x.shape[0] == 0:
+        return _empty(x, _pool_shape(x, kernel_size, stride, padding, (1, 1), ceil_mode))
+    y = AVG_POOL2D.forward(backend)(x, *params)
+    return y.contiguous(memory_format=suggest_memory_format(x))
+
+
+@avg_pool2d_op.register_fake
+def _(x, kernel_size, stride, padding, ceil_mode, count_include_pad, divisor_override, backend):
+    return _empty(x, _pool_shape(x, kernel_size, stride, padding, (1, 1), ceil_mode))
+
+
+@define("avg_pool2d_backward")
+def avg_pool2d_backward(grad_y: Tensor, x_shape: list[int], kernel_size: list[int],
+                        stride: list[int], padding: list[int], ceil_mode: bool,
+                        count_include_pad: bool, divisor_override: Optional[int],
+                        backend: str) -> Tensor:
+    """grad_x [N, C, H, W] (x_shape) in grad_y's memory format."""
+    if x_shape[0] == 0:
+        return _empty(grad_y, x_shape).zero_()
+    grad_x = AVG_POOL2D.backward(backend)(launcher_layout(grad_y), tuple(x_shape), kernel_size,
+                                          stride, padding, ceil_mode, count_include_pad,
+                                          divisor_override)
+    return grad_x.contiguous(memory_format=suggest_memory_format(grad_y))
+
+
+@avg_pool2d_backward.register_fake
+def _(grad_y, x_shape, kernel_size, stride, padding, ceil_mode, count_include_pad,
+      divisor_override, backend):
+    return _empty(grad_y, x_shape)
+
+
+def _setup_max(ctx, inputs, output):
+    x, *params, backend = inputs
+    ctx.x_shape, ctx.params, ctx.backend = list(x.shape), params, backend
+    ctx.save_for_backward(output[1])
+
+
+def _max_grad(ctx, grad_y, grad_saved):
+    (saved,) = ctx.saved_tensors
+    return (max_pool2d_backward(grad_y, ctx.x_shape, saved, *ctx.params, ctx.backend),) + \
+        (None,) * 6
+
+
+max_pool2d_op.register_autograd(_max_grad, setup_context=_setup_max)
+
+
+def _setup_avg(ctx, inputs, output):
+    x, *params, backend = inputs
+    ctx.x_shape, ctx.params, ctx.backend = list(x.shape), params, backend
+
+
+def _avg_grad(ctx, grad_y):
+    return (avg_pool2d_backward(grad_y, ctx.x_shape, *ctx.params, ctx.backend),) + (None,) * 7
+
+
+avg_pool2d_op.register_autograd(_avg_grad, setup_context=_setup_avg)
 
 
 def max_pool2d(input, kernel_size, stride=None, padding=0, dilation=1, ceil_mode=False,
@@ -91,8 +194,9 @@ def max_pool2d(input, kernel_size, stride=None, padding=0, dilation=1, ceil_mode
             "record for backward); use torch.nn.functional.max_pool2d for return_indices=True")
     input, kernel, stride, padding, dilation, out_shape, unbatched = _prepare(
         input, kernel_size, stride, padding, dilation, bool(ceil_mode))
-    y = _PoolFunction.apply("max_pool2d", launcher_layout(input),
-                            (kernel, stride, padding, dilation, bool(ceil_mode)), out_shape)
+    input = launcher_layout(input)
+    y, _ = max_pool2d_op(input, list(kernel), list(stride), list(padding), list(dilation),
+                         bool(ceil_mode), resolve(MAX_POOL2D, input))
     return y.squeeze(0) if unbatched else y
 
 
@@ -106,7 +210,7 @@ def avg_pool2d(input, kernel_size, stride=None, padding=0, ceil_mode=False,
             raise RuntimeError("divisor must be not zero")
     input, kernel, stride, padding, _, out_shape, unbatched = _prepare(
         input, kernel_size, stride, padding, 1, bool(ceil_mode))
-    y = _PoolFunction.apply("avg_pool2d", launcher_layout(input),
-                            (kernel, stride, padding, bool(ceil_mode), bool(count_include_pad),
-                             divisor_override), out_shape)
+    input = launcher_layout(input)
+    y = avg_pool2d_op(input, list(kernel), list(stride), list(padding), bool(ceil_mode),
+                      bool(count_include_pad), divisor_override, resolve(AVG_POOL2D, input))
     return y.squeeze(0) if unbatched else y

@@ -1,30 +1,62 @@
-"""softmax / log_softmax over any dim as one autograd Function (saves only the output)."""
-from __future__ import annotations
-
+"""softmax / log_softmax over any dim: the ops ``gpudnn::softmax`` / ``gpudnn::softmax_backward``
+(backward reads only the output) and ``softmax`` / ``log_softmax``."""
 import torch
+from torch import Tensor
 
-from ._common import autocast_to_float, backward_launcher, check_tensor, forward_launcher
+from ..backend import Kernels, reference_launcher, resolve
+from ..kernels.cupy import softmax as cupy
+from ..kernels.triton import softmax as triton
+from ..reference import softmax as reference
+from ._common import autocast_to_float, check_tensor
+from ._library import define, like_layout
 
-__all__ = ["SoftmaxFunction", "softmax", "log_softmax"]
+__all__ = ["softmax", "log_softmax"]
 
-
-class SoftmaxFunction(torch.autograd.Function):
-    """y = softmax(x, dim) (log=False) or log_softmax(x, dim) (log=True); dim >= 0."""
-
-    @staticmethod
-    def forward(ctx, x, dim: int, log: bool):
-        y = forward_launcher(ctx, "softmax_forward", x)(x, dim, log)
-        ctx.dim, ctx.log = dim, log
-        ctx.save_for_backward(y)
-        return y
-
-    @staticmethod
-    def backward(ctx, grad_y):
-        (y,) = ctx.saved_tensors
-        return backward_launcher(ctx, "softmax_backward")(grad_y, y, ctx.dim, ctx.log), None, None
+SOFTMAX = Kernels(
+    "softmax",
+    reference=(reference_launcher(reference.softmax_forward),
+               reference_launcher(reference.softmax_backward)),
+    triton=(triton.softmax_forward, triton.softmax_backward),
+    cupy=(cupy.softmax_forward, cupy.softmax_backward))
 
 
-def _softmax(name: str, input, dim, dtype, log: bool) -> torch.Tensor:
+@define("softmax")
+def softmax_op(x: Tensor, dim: int, log: bool, backend: str) -> Tensor:
+    """y = softmax(x, dim) (log=False) or log_softmax(x, dim) (log=True); 0 <= dim < x.dim()."""
+    return like_layout(SOFTMAX.forward(backend)(x, dim, log), x)
+
+
+@softmax_op.register_fake
+def _(x, dim, log, backend):
+    return torch.empty_like(x)
+
+
+@define("softmax_backward")
+def softmax_backward(grad_y: Tensor, y: Tensor, dim: int, log: bool, backend: str) -> Tensor:
+    """grad_x from grad_y and the forward's output y."""
+    return like_layout(SOFTMAX.backward(backend)(grad_y, y, dim, log), y)
+
+
+@softmax_backward.register_fake
+def _(grad_y, y, dim, log, backend):
+    return torch.empty_like(y)
+
+
+def _setup(ctx, inputs, output):
+    x, dim, log, backend = inputs
+    ctx.dim, ctx.log, ctx.backend = dim, log, backend
+    ctx.save_for_backward(output)
+
+
+def _grad(ctx, grad_y):
+    (y,) = ctx.saved_tensors
+    return softmax_backward(grad_y, y, ctx.dim, ctx.log, ctx.backend), None, None, None
+
+
+softmax_op.register_autograd(_grad, setup_context=_setup)
+
+
+def _softmax(name: str, input, dim, dtype, log: bool) -> Tensor:
     check_tensor("input", input)
     if dim is None:
         raise TypeError(f"{name}: dim must be given (gpudnn has no implicit-dim rule)")
@@ -38,15 +70,15 @@ def _softmax(name: str, input, dim, dtype, log: bool) -> torch.Tensor:
         input = input.to(dtype)
     (input,) = autocast_to_float(input)
     if input.dim() == 0:  # torch allows dim 0 / -1 on a scalar
-        return SoftmaxFunction.apply(input.reshape(1), 0, log).reshape(())
-    return SoftmaxFunction.apply(input, dim % ndim, log)
+        return _softmax(name, input.reshape(1), 0, None, log).reshape(())
+    return softmax_op(input, dim % ndim, log, resolve(SOFTMAX, input))
 
 
-def softmax(input: torch.Tensor, dim: int | None = None, _stacklevel: int = 3,
-            dtype: torch.dtype | None = None) -> torch.Tensor:
+def softmax(input: Tensor, dim: int | None = None, _stacklevel: int = 3,
+            dtype: torch.dtype | None = None) -> Tensor:
     return _softmax("softmax", input, dim, dtype, log=False)
 
 
-def log_softmax(input: torch.Tensor, dim: int | None = None, _stacklevel: int = 3,
-                dtype: torch.dtype | None = None) -> torch.Tensor:
+def log_softmax(input: Tensor, dim: int | None = None, _stacklevel: int = 3,
+                dtype: torch.dtype | None = None) -> Tensor:
     return _softmax("log_softmax", input, dim, dtype, log=True)

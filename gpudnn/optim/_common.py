@@ -1,12 +1,12 @@
 """What the gpudnn optimizers share: refusing torch options they do not implement, and running one
-launcher call per device over a parameter group."""
+op call per device over a parameter group."""
 from __future__ import annotations
 
 from typing import Callable, Sequence
 
 import torch
 
-from .. import backend
+from ..backend import Kernels, resolve
 
 
 def reject_unsupported(optimizer: str, *, lr, betas=None, capturable: bool = False,
@@ -39,17 +39,16 @@ def check_group(optimizer: str, group: dict, params: Sequence[torch.Tensor],
             raise TypeError(f"gpudnn.optim.{optimizer} does not support complex parameters")
 
 
-def per_device(name: str, lists: Sequence[Sequence | None], call: Callable) -> None:
-    """Call ``call(launcher, *sublists)`` once per device of ``lists[0]`` (the params), with every
-    list cut down to that device's entries (``None`` lists stay ``None``)."""
+def per_device(kernels: Kernels, lists: Sequence[list], call: Callable) -> None:
+    """Call ``call(backend, *sublists)`` once per device of ``lists[0]`` (the params), with every
+    list cut down to that device's entries and the backend resolved for that device's tensors."""
     params = lists[0]
     devices: dict[torch.device, list[int]] = {}
     for i, p in enumerate(params):
         devices.setdefault(p.device, []).append(i)
     for indices in devices.values():
         if len(devices) == 1:
-            sub = list(lists)
+            sub = [list(lst) for lst in lists]
         else:
-            sub = [None if lst is None else [lst[i] for i in indices] for lst in lists]
-        tensors = [t for lst in sub[:2] for t in lst]
-        call(backend.launcher(name, tensors), *sub)
+            sub = [[lst[i] for i in indices] if lst else [] for lst in lists]
+        call(resolve(kernels, *sub[0], *sub[1]), *sub)

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import torch
 
+from ..ops.optim import ADAM_STEP, adam_step
 from ._common import check_group, per_device, reject_unsupported
 
 
@@ -32,23 +33,20 @@ def _adam_step(self, closure=None):
         beta1, beta2 = group["betas"]
         if isinstance(beta1, torch.Tensor) or isinstance(beta2, torch.Tensor):
             raise TypeError(f"gpudnn.optim.{name}: Tensor betas are not supported; pass floats")
-        # the steps are CPU scalars, as torch keeps them (no device sync); a checkpoint of a
-        # fused/capturable torch optimizer may have put them on the device: then one sync
+        # the steps are CPU scalars, as torch keeps them: the op reads them without a device
+        # sync (a checkpoint of a fused/capturable torch optimizer may have put them on the
+        # device: then one sync each)
         torch._foreach_add_(state_steps, 1)
-        try:
-            steps = torch.stack(state_steps).tolist()
-        except RuntimeError:  # steps on several devices
-            steps = [step_t.item() for step_t in state_steps]
         amsgrad = group["amsgrad"]
 
-        def run(launch, params, grads, exp_avgs, exp_avg_sqs, max_exp_avg_sqs, steps,
+        def run(backend, params, grads, exp_avgs, exp_avg_sqs, max_exp_avg_sqs, steps,
                 group=group):
-            launch(params, grads, exp_avgs, exp_avg_sqs, max_exp_avg_sqs, steps, group["lr"],
-                   beta1, beta2, group["eps"], group["weight_decay"], amsgrad, group["maximize"],
-                   group.get("decoupled_weight_decay", False))
+            adam_step(params, grads, exp_avgs, exp_avg_sqs, max_exp_avg_sqs, steps, group["lr"],
+                      beta1, beta2, group["eps"], group["weight_decay"], amsgrad,
+                      group["maximize"], group.get("decoupled_weight_decay", False), backend)
 
-        per_device("adam_step", [params, grads, exp_avgs, exp_avg_sqs,
-                                 max_exp_avg_sqs if amsgrad else None, steps], run)
+        per_device(ADAM_STEP, [params, grads, exp_avgs, exp_avg_sqs,
+                               max_exp_avg_sqs if amsgrad else [], state_steps], run)
     return loss
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import torch
 
+from ..ops.optim import SGD_STEP, sgd_step
 from ._common import check_group, per_device, reject_unsupported
 
 
@@ -50,12 +51,13 @@ class SGD(torch.optim.SGD):
                 buffers = [torch.empty_like(p, memory_format=torch.preserve_format)
                            if b is None else b for p, b in zip(params, buffers)]
 
-            def run(launch, params, grads, buffers, fresh, group=group):
-                launch(params, grads, buffers, fresh, group["lr"], group["weight_decay"],
-                       group["momentum"], group["dampening"], group["nesterov"],
-                       group["maximize"])
+            def run(backend, params, grads, buffers, fresh, group=group):
+                sgd_step(params, grads, buffers, fresh, group["lr"], group["weight_decay"],
+                         group["momentum"], group["dampening"], group["nesterov"],
+                         group["maximize"], backend)
 
-            per_device("sgd_step", [params, grads, buffers if has_momentum else None, fresh], run)
+            per_device(SGD_STEP, [params, grads, buffers if has_momentum else [],
+                                  fresh if has_momentum else []], run)
             if has_momentum:
                 for p, buf in zip(params, buffers):
                     self.state[p]["momentum_buffer"] = buf

@@ -62,11 +62,13 @@ def _gelu_tanh_inner(z):
 
 
 def _relu(z, param):
-    return np.maximum(z, 0.0)
+    # torch's clamp_min(z, 0): NaN stays NaN, -0.0 stays -0.0 (np.maximum would give +0.0)
+    return np.where(z < 0, z.dtype.type(0), z)
 
 
 def _relu_grad(y, param):
-    # torch's threshold_backward: 0 where y <= 0, else 1 -- so 1 at NaN (NaN <= 0 is false)
+    # torch's threshold_backward: 0 where y <= 0, else 1 -- so 1 at NaN (NaN <= 0 is false);
+    # activation_grad selects rather than multiplies by it (a NaN / inf grad_y gives 0 at y <= 0)
     return np.where(y <= 0, 0.0, 1.0).astype(y.dtype)
 
 
@@ -149,9 +151,12 @@ def activation_grad(grad_y: np.ndarray, saved: np.ndarray | None,
     """dL/dz = dL/dy * act'(z), the derivative taken from ``saved`` (see saved_for_backward)."""
     if act is None:
         return grad_y
+    dtype = np.result_type(grad_y, saved)
     with np.errstate(over="ignore", invalid="ignore"):
         deriv = ACTIVATIONS[act.name][1](saved, act.param)
-    return np.asarray(grad_y * deriv, dtype=np.result_type(grad_y, saved))
+        if act.name == "relu":  # torch selects: 0 where y <= 0 even for a NaN / inf grad_y
+            return np.asarray(np.where(deriv == 0, 0.0, grad_y), dtype=dtype)
+        return np.asarray(grad_y * deriv, dtype=dtype)
 
 
 def activation_forward(x: np.ndarray, act: Activation | None) -> np.ndarray:

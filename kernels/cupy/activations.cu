@@ -16,8 +16,8 @@ __device__ void activation_backward_impl(const T* __restrict__ grad_y,
                                          const T* __restrict__ saved, T* __restrict__ grad_x,
                                          long long n, int code, float param) {
     GRID_STRIDE_LOOP(i, n)
-        grad_x[i] = from_float<T>(to_float(grad_y[i]) *
-                                  activation_derivative(code, to_float(saved[i]), param));
+        grad_x[i] = from_float<T>(
+            activation_grad(code, to_float(grad_y[i]), to_float(saved[i]), param));
 }
 
 #define DEFINE_ACTIVATION_KERNELS(T, S)                                                        \

@@ -148,7 +148,7 @@ __device__ __forceinline__ float batch_norm_grad_z(float grad_y, float xhat, int
     if (weight != nullptr) z *= weight[c];
     if (bias != nullptr) z += bias[c];
     const float saved = from_output ? activation_value(code, z, param) : z;
-    return grad_y * activation_derivative(code, saved, param);
+    return activation_grad(code, grad_y, saved, param);
 }
 
 // partial: [C, splits, 2] fp32 (sum dz, sum dz * xhat) over this block's slice; grid (C, splits)

@@ -130,10 +130,10 @@ __device__ __forceinline__ float gelu_tanh_inner(float z) {
     return 0.7978845608028654f * (z + 0.044715f * z * z * z);
 }
 
-// y = f(z)
+// y = f(z); NaN in, NaN out, as torch (comparisons with NaN are false)
 __device__ __forceinline__ float activation_value(int code, float z, float param) {
     switch (code) {
-        case ACT_RELU: return z > 0.0f ? z : (z == z ? 0.0f : z);  // NaN stays NaN
+        case ACT_RELU: return z < 0.0f ? 0.0f : z;  // torch's clamp_min: keeps NaN and -0.0
         case ACT_LEAKY_RELU: return z > 0.0f ? z : z * param;
         case ACT_SIGMOID: return sigmoid_f(z);
         case ACT_TANH: return tanhf(z);
@@ -148,8 +148,8 @@ __device__ __forceinline__ float activation_value(int code, float z, float param
 // (Activation.from_output decides on the host; the kernels get the matching tensor).
 __device__ __forceinline__ float activation_derivative(int code, float saved, float param) {
     switch (code) {
-        case ACT_RELU: return saved > 0.0f ? 1.0f : 0.0f;
-        case ACT_LEAKY_RELU: return saved > 0.0f ? 1.0f : param;
+        case ACT_RELU: return saved <= 0.0f ? 0.0f : 1.0f;  // 1 at NaN, as torch
+        case ACT_LEAKY_RELU: return saved > 0.0f ? 1.0f : param;  // the slope at NaN, as torch
         case ACT_SIGMOID: return saved * (1.0f - saved);
         case ACT_TANH: return 1.0f - saved * saved;
         case ACT_GELU: {
@@ -167,6 +167,14 @@ __device__ __forceinline__ float activation_derivative(int code, float saved, fl
         }
         default: return 1.0f;
     }
+}
+
+// grad_y * f'(z) as torch computes it: relu selects (torch's threshold_backward: 0 where
+// y <= 0 even for a NaN / inf grad_y, grad_y where y is NaN); the others multiply.
+__device__ __forceinline__ float activation_grad(int code, float grad_y, float saved,
+                                                 float param) {
+    if (code == ACT_RELU) return saved <= 0.0f ? 0.0f : grad_y;
+    return grad_y * activation_derivative(code, saved, param);
 }
 
 // One extern "C" entry point per storage type: FOR_EACH_STORAGE_TYPE(X) expands X(float, f32),

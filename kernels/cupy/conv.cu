@@ -139,8 +139,8 @@ __device__ void activation_grad_canonical_impl(const T* __restrict__ grad_y,
         const long long ih = p / w, iw = p % w;
         float g = to_float(grad_y[b * gn + ch * gc + ih * gh + iw * gw]);
         if (code != ACT_IDENTITY)
-            g *= activation_derivative(code, to_float(saved[b * sn + ch * sc + ih * sh + iw * sw]),
-                                       param);
+            g = activation_grad(code, g, to_float(saved[b * sn + ch * sc + ih * sh + iw * sw]),
+                                param);
         grad_z[idx] = from_float<T>(g);
     }
 }

@@ -39,7 +39,7 @@ __device__ void activation_grad_bias_impl(const T* __restrict__ grad_y,
             const long long i = r * cols + col;
             float g = to_float(grad_y[i]);
             if (code != ACT_IDENTITY) {
-                g *= activation_derivative(code, to_float(saved[i]), param);
+                g = activation_grad(code, g, to_float(saved[i]), param);
                 g = to_float(from_float<T>(g));  // the bias gradient sums what grad_z holds
                 if (grad_z != nullptr) grad_z[i] = from_float<T>(g);
             }

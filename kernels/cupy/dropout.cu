@@ -1,6 +1,7 @@
 // Dropout with the Philox4x32-10 stream of Triton's tl.rand(seed, offset + i) and
 // gpudnn/reference/philox.py, bit for bit: element i (row-major) is kept iff u_i >= float32(p),
-// kept elements are multiplied by `scale` (float32(1 / (1 - p)) rounded to T by the launcher).
+// kept elements are multiplied by `scale` (float32(1 / (1 - p)) rounded to T by the launcher),
+// dropped ones by 0: torch's x * mask / (1 - p), so a dropped NaN / inf gives NaN.
 // No mask is stored: backward regenerates it from (seed, offset).
 #include "common.cuh"
 #include "philox.cuh"
@@ -12,7 +13,7 @@ __device__ void dropout_impl(const T* __restrict__ x, T* __restrict__ y, long lo
                              unsigned long long seed, long long offset, float p, float scale) {
     GRID_STRIDE_LOOP(i, n) {
         const bool keep = philox_uniform(seed, offset + i) >= p;
-        y[i] = from_float<T>(keep ? to_float(x[i]) * scale : 0.0f);
+        y[i] = from_float<T>(to_float(x[i]) * (keep ? scale : 0.0f));
     }
 }
 

@@ -10,8 +10,11 @@ from .. import alloc
 from ._runtime import blocks_for, f32, i64, launch, require_cuda, suffix, THREADS, u64
 
 
-def _apply(op: str, x: torch.Tensor, p: float, seed: int, offset: int) -> torch.Tensor:
+def _apply(op: str, x: torch.Tensor, p: float, seed, offset: int) -> torch.Tensor:
+    """seed: an int or a 0-d integer tensor (gpudnn's are drawn on the host: no device sync);
+    its 64 bits go to Philox unsigned."""
     s = suffix(op, "x", x)
+    seed = int(seed) % 2 ** 64
     if not 0.0 < float(p) < 1.0:
         raise ValueError(f"{op}: p must be in (0, 1) here (the Function handles 0 and 1), got {p}")
     device = require_cuda(op, x=x)
@@ -25,9 +28,9 @@ def _apply(op: str, x: torch.Tensor, p: float, seed: int, offset: int) -> torch.
     return y
 
 
-def dropout_forward(x: torch.Tensor, p: float, seed: int, offset: int) -> torch.Tensor:
+def dropout_forward(x: torch.Tensor, p: float, seed, offset: int) -> torch.Tensor:
     return _apply("dropout_forward", x, p, seed, offset)
 
 
-def dropout_backward(grad_y: torch.Tensor, p: float, seed: int, offset: int) -> torch.Tensor:
+def dropout_backward(grad_y: torch.Tensor, p: float, seed, offset: int) -> torch.Tensor:
     return _apply("dropout_backward", grad_y, p, seed, offset)

@@ -23,11 +23,15 @@ __device__ void cross_entropy_forward_impl(const T* __restrict__ logits,
         s = max_sum_add(s, to_float(logits[base + c]));
     s = block_max_sum(s, scratch);
     if (threadIdx.x != 0) return;
-    const float row_lse = s.max + logf(s.sum);
+    const float log_sum = logf(s.sum);
+    const float row_lse = s.max + log_sum;
     const long long t = target[row];
     float loss = 0.0f;
+    // (max - x_t) + log(sum): row_lse - x_t would lose the loss to the rounding of row_lse at
+    // 1e4-scale logits
     if (t != ignore_index)
-        loss = (t < 0 || t >= cols) ? quiet_nan() : row_lse - to_float(logits[base + t]);
+        loss = (t < 0 || t >= cols) ? quiet_nan()
+                                    : (s.max - to_float(logits[base + t])) + log_sum;
     loss = to_float(from_float<T>(loss));
     lse[row] = row_lse;
     if (row_loss != nullptr) row_loss[row] = loss;
@@ -56,7 +60,9 @@ __device__ void reduce_loss_impl(const float* __restrict__ values, long long n,
 }
 
 // grad_loss: [rows] T ("none") or 0-d T; count: 0-d fp32 (mean) or null; lse: [rows] fp32;
-// grad_logits: [rows, cols] = (softmax - onehot(target)) * scale, 0 on ignored rows
+// grad_logits: [rows, cols] = (softmax - onehot(target)) * scale, with scale 0 on ignored rows:
+// multiplied, as torch's log_softmax backward, so an ignored row of NaN (or of -inf only) gets
+// NaN and any other ignored row 0
 template <class T>
 __device__ void cross_entropy_backward_impl(const T* __restrict__ grad_loss,
                                             const T* __restrict__ logits,
@@ -68,13 +74,15 @@ __device__ void cross_entropy_backward_impl(const T* __restrict__ grad_loss,
     const long long row = blockIdx.x, base = row * cols;
     const long long t = target[row];
     const bool valid = t != ignore_index;
-    float scale = to_float(grad_loss[reduction == REDUCE_NONE ? row : 0]);
-    if (reduction == REDUCE_MEAN) scale /= count[0];
+    float scale = 0.0f;  // selected, not computed, on ignored rows: mean over no rows is NaN
+    if (valid) {
+        scale = to_float(grad_loss[reduction == REDUCE_NONE ? row : 0]);
+        if (reduction == REDUCE_MEAN) scale /= count[0];
+    }
     const float row_lse = lse[row];
     for (int c = threadIdx.x; c < cols; c += blockDim.x) {
-        float g = 0.0f;
-        if (valid)
-            g = (expf(to_float(logits[base + c]) - row_lse) - (c == t ? 1.0f : 0.0f)) * scale;
+        const float onehot = valid && c == t ? 1.0f : 0.0f;
+        const float g = (expf(to_float(logits[base + c]) - row_lse) - onehot) * scale;
         grad_logits[base + c] = from_float<T>(g);
     }
 }
@@ -89,8 +97,10 @@ __device__ void pointwise_loss_forward_impl(const T* __restrict__ x, const T* __
     GRID_STRIDE_LOOP(i, n) {
         const float v = to_float(x[i]), t = to_float(target[i]);
         float loss;
-        if (kind == LOSS_BCE_WITH_LOGITS)  // no overflow for any |x|
-            loss = fmaxf(v, 0.0f) - v * t + log1pf(expf(-fabsf(v)));
+        if (kind == LOSS_BCE_WITH_LOGITS)  // torch's (1 - t) x - log_sigmoid(x) term for term
+            // (inf and NaN land where torch's do), log1p added last (tiny losses keep their
+            // precision); no overflow for any |x|
+            loss = ((1.0f - t) * v - fminf(v, 0.0f)) + log1pf(expf(-fabsf(v)));
         else
             loss = (v - t) * (v - t);
         const T rounded = from_float<T>(loss);

@@ -15,6 +15,7 @@ from dataclasses import dataclass
 import torch
 import triton
 import triton.language as tl
+from torch.library import wrap_triton
 
 from .. import alloc
 from ..layout import is_dense
@@ -134,7 +135,7 @@ SUM_BLOCK = 1024
 def sum_partials(partials: torch.Tensor, dtype: torch.dtype, scale: float) -> torch.Tensor:
     """0-d tensor of ``dtype``: scale * the sum of the fp32 ``partials``."""
     out = alloc.empty((), dtype=dtype, device=partials.device)
-    _sum_partials_kernel[(1,)](out, partials, partials.numel(), scale, BLOCK=SUM_BLOCK,
+    wrap_triton(_sum_partials_kernel)[(1,)](out, partials, partials.numel(), scale, BLOCK=SUM_BLOCK,
                                num_warps=4)
     return out
 

@@ -15,6 +15,7 @@ from __future__ import annotations
 import torch
 import triton
 import triton.language as tl
+from torch.library import wrap_triton
 
 from .. import alloc
 from ..activations import NAMES, Activation, code_of, param_of
@@ -40,14 +41,14 @@ def _sigmoid(z):
 @triton.jit
 def _tanh(z):
     # (1 - e) / (1 + e) with e = exp(-2|z|) loses relative precision near 0, where the odd Taylor
-    # series (error < 3e-10 relative for |z| < 1/16) takes over
+    # series (error < 3e-10 relative for |z| < 1/16) takes over; the series in z itself keeps the
+    # sign of -0.0 (tanh(-0.0) = -0.0, as torch), NaN fails a < 1/16 and stays NaN
     a = tl.abs(z)
     e = tl.exp(-2.0 * a)
     big = (1.0 - e) / (1.0 + e)
     z2 = z * z
-    small = a * (1.0 + z2 * (-1.0 / 3.0 + z2 * (2.0 / 15.0 + z2 * (-17.0 / 315.0))))
-    t = tl.where(a < 0.0625, small, big)
-    return tl.where(z < 0, -t, t)
+    small = z * (1.0 + z2 * (-1.0 / 3.0 + z2 * (2.0 / 15.0 + z2 * (-17.0 / 315.0))))
+    return tl.where(a < 0.0625, small, tl.where(z < 0, -big, big))
 
 
 @triton.jit
@@ -59,10 +60,11 @@ def _tanh_fast(z):
 
 @triton.jit
 def apply_activation(z, CODE: tl.constexpr, param):
-    """f(z) in fp32 for the activation with constexpr id CODE (0: identity)."""
+    """f(z) in fp32 for the activation with constexpr id CODE (0: identity). NaN in, NaN out, as
+    torch (comparisons with NaN are false: each select below lets NaN through)."""
     z = z.to(tl.float32)
-    if CODE == 1:    # relu
-        out = tl.where(z > 0, z, 0.0)
+    if CODE == 1:    # relu: torch's clamp_min(z, 0) keeps NaN and -0.0
+        out = tl.where(z < 0, 0.0, z)
     elif CODE == 2:  # leaky_relu (param = negative slope)
         out = tl.where(z > 0, z, z * param)
     elif CODE == 3:  # sigmoid
@@ -86,9 +88,10 @@ def activation_grad(dy, saved, CODE: tl.constexpr, param):
     tanh (Activation.from_output) and the pre-activation z otherwise."""
     dy = dy.to(tl.float32)
     s = saved.to(tl.float32)
-    if CODE == 1:    # relu: y > 0 <=> z > 0
-        out = tl.where(s > 0, dy, 0.0)
-    elif CODE == 2:  # leaky_relu: y > 0 <=> z > 0 for a positive slope; z itself otherwise
+    if CODE == 1:    # relu: torch's threshold_backward, 0 where y <= 0, dy elsewhere (at NaN too)
+        out = tl.where(s <= 0, 0.0, dy)
+    elif CODE == 2:  # leaky_relu: y > 0 <=> z > 0 for a positive slope; z itself otherwise; the
+        # slope where not > 0 (at NaN too), as torch's leaky_relu_backward
         out = tl.where(s > 0, dy, dy * param)
     elif CODE == 3:  # sigmoid: y (1 - y)
         out = dy * s * (1.0 - s)
@@ -169,7 +172,7 @@ def _launch(a: torch.Tensor, b: torch.Tensor | None, act: Activation | None,
     plan = _pointwise.plan([out, *ins])
     strides = plan.strides + ([plan.strides[1]] if b is None else [])
     grid = (triton.cdiv(a.numel(), _BLOCK),)
-    _activation_kernel[grid](out, a, b if b is not None else a, a.numel(), *plan.sizes[1:],
+    wrap_triton(_activation_kernel)[grid](out, a, b if b is not None else a, a.numel(), *plan.sizes[1:],
                              *strides[0], *strides[1], *strides[2], param_of(act),
                              CODE=code_of(act), BACKWARD=backward, FLAT=plan.flat, I64=plan.i64,
                              BLOCK=_BLOCK, num_warps=_WARPS)

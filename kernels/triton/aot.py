@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import importlib
 import os
+import pkgutil
 import re
 import subprocess
 import tempfile
@@ -18,8 +19,17 @@ from typing import Any
 
 import torch
 
-FAMILIES = ("activations", "dense", "softmax", "losses", "dropout", "batchnorm", "conv", "pool",
-            "lstm", "optim")
+
+
+def _family_modules() -> tuple[str, ...]:
+    """The op family modules of this package: every public module but this one (read from the
+    package's files, so a new family is compiled without being listed anywhere)."""
+    here = os.path.dirname(os.path.abspath(__file__))
+    return tuple(sorted(m.name for m in pkgutil.iter_modules([here])
+                        if not m.name.startswith("_") and m.name != "aot"))
+
+
+FAMILIES = _family_modules()
 # torch dtype -> the signature's type name of a pointer to it
 SIGNATURE_DTYPES = {torch.float32: "fp32", torch.float16: "fp16", torch.bfloat16: "bf16",
                     torch.float64: "fp64"}
@@ -110,7 +120,8 @@ def compile_sm90(cfg: AOTConfig) -> CompiledInfo:
 
 
 def all_configs(families: tuple[str, ...] = FAMILIES) -> list[AOTConfig]:
-    """Every configuration of every family module that exists (missing families are skipped)."""
+    """Every configuration of every family module (a module without ``aot_configs``, or one
+    that does not exist, has none)."""
     configs: list[AOTConfig] = []
     for family in families:
         try:

@@ -21,6 +21,7 @@ import dataclasses
 import torch
 import triton
 import triton.language as tl
+from torch.library import wrap_triton
 
 from .. import alloc
 from ..activations import NAMES, Activation, code_of, param_of
@@ -396,19 +397,19 @@ def batch_norm_forward(x, weight, bias, running_mean, running_var, training: boo
         P, chunk = _chunks(E, C, block_e, block_c)
         mean_part = alloc.empty((P, C), dtype=torch.float32, device=dev)
         m2_part = alloc.empty((P, C), dtype=torch.float32, device=dev)
-        _bn_stats_kernel[(P, n_cblocks)](x, mean_part, m2_part, C, E, S, sx_n, sx_c, sx_s,
+        wrap_triton(_bn_stats_kernel)[(P, n_cblocks)](x, mean_part, m2_part, C, E, S, sx_n, sx_c, sx_s,
                                          chunk, BLOCK_E=block_e, BLOCK_C=block_c, I64=i64,
                                          num_warps=NUM_WARPS)
     else:
         P, chunk, mean_part, m2_part = 0, 1, mean, mean
     rm = running_mean if running_mean is not None else mean
     rv = running_var if running_var is not None else mean
-    _bn_finish_stats_kernel[(triton.cdiv(C, FINISH_BLOCK_C),)](
+    wrap_triton(_bn_finish_stats_kernel)[(triton.cdiv(C, FINISH_BLOCK_C),)](
         x, mean_part, m2_part, rm, rv, mean, invstd, shift, mean_d, C, E, sx_c, P, chunk,
         float(momentum), float(eps), TRAINING=training, UPDATE=update, BLOCK_C=FINISH_BLOCK_C,
         num_warps=NUM_WARPS)
     if E:
-        _bn_apply_kernel[(triton.cdiv(E, block_e), n_cblocks)](
+        wrap_triton(_bn_apply_kernel)[(triton.cdiv(E, block_e), n_cblocks)](
             x, y, weight if weight is not None else mean, bias if bias is not None else mean,
             shift, mean_d, invstd, C, E, S, sx_n, sx_c, sx_s, sy_n, sy_c, sy_s, param_of(act),
             HAS_W=weight is not None, HAS_B=bias is not None, CODE=code_of(act),
@@ -452,11 +453,11 @@ def batch_norm_backward(grad_y, x, weight, bias, mean, invstd, act: Activation |
     if training or need_w or need_b:
         P, chunk = _chunks(E, C, block_e, block_c)
         part = alloc.empty((3, P, C), dtype=torch.float32, device=dev)
-        _bn_grad_reduce_kernel[(P, n_cblocks)](
+        wrap_triton(_bn_grad_reduce_kernel)[(P, n_cblocks)](
             grad_y, x, w_arg, b_arg, mean, invstd, part, C, E, S, sd_n, sd_c, sd_s,
             sx_n, sx_c, sx_s, chunk, param, HAS_W=weight is not None, HAS_B=bias is not None,
             CODE=code, BLOCK_E=block_e, BLOCK_C=block_c, I64=i64, num_warps=NUM_WARPS)
-        _bn_grad_finish_kernel[(triton.cdiv(C, FINISH_BLOCK_C),)](
+        wrap_triton(_bn_grad_finish_kernel)[(triton.cdiv(C, FINISH_BLOCK_C),)](
             part, invstd, stats, gw if need_w else stats, gb if need_b else stats, C, E, P,
             TRAINING=training, NEED_W=need_w, NEED_B=need_b, BLOCK_C=FINISH_BLOCK_C,
             num_warps=NUM_WARPS)
@@ -464,7 +465,7 @@ def batch_norm_backward(grad_y, x, weight, bias, mean, invstd, act: Activation |
         stats.zero_()  # eval, dx only: mean(d) = 0 and the sums are unused
     if need_x:
         gx_v, (so_n, so_c, so_s) = _as_view3(gx)
-        _bn_grad_input_kernel[(triton.cdiv(E, block_e), n_cblocks)](
+        wrap_triton(_bn_grad_input_kernel)[(triton.cdiv(E, block_e), n_cblocks)](
             grad_y, x, gx_v, w_arg, b_arg, mean, invstd, stats, C, E, S, sd_n, sd_c, sd_s,
             sx_n, sx_c, sx_s, so_n, so_c, so_s, param, HAS_W=weight is not None,
             HAS_B=bias is not None, CODE=code, TRAINING=training, BLOCK_E=block_e,

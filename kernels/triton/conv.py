@@ -25,6 +25,7 @@ import math
 import torch
 import triton
 import triton.language as tl
+from torch.library import wrap_triton
 
 from .. import alloc
 from ..limits import check_grid
@@ -410,7 +411,7 @@ def _gemm(src, src_saved, weight, w_strides, bias, dst, z, groups, kernel_hw, st
     grid = check_grid("conv", (phases[0] * phases[1] * triton.cdiv(rows_per_phase, block_m),
                                triton.cdiv(dst_g, block_n), groups),
                       ("pixel blocks", "output-channel blocks per group", "groups"))
-    _conv_gemm_kernel[grid](
+    wrap_triton(_conv_gemm_kernel)[grid](
         src, src if src_saved is None else src_saved, weight, dst if bias is None else bias,
         dst, dst if z is None else z, param,
         batch, src_h, src_w, dst_h, dst_w, src_g, dst_g, kernel_hw[0], kernel_hw[1],
@@ -439,7 +440,7 @@ def _wgrad(a, b, saved, act_on_b: bool, groups, kernel_hw, stride, pad, dil,
     out = alloc.empty((splits, a_c, b_g, kh, kw), dtype=torch.float32, device=a.device)
     grid = check_grid("conv weight gradient", (tiles, groups * kh * kw, splits),
                       ("channel tiles", "groups x kernel taps", "pixel splits"))
-    _conv_wgrad_kernel[grid](
+    wrap_triton(_conv_wgrad_kernel)[grid](
         a, b, a if saved is None else saved, out, param,
         batch, a_h, a_w, b_h, b_w, a_g, b_g, kh, kw, groups, per_split,
         *strides4(a), *strides4(b), stride[0], stride[1], pad[0], pad[1], dil[0], dil[1],
@@ -460,7 +461,7 @@ def _bias_grad(grad, saved, act: Activation | None) -> torch.Tensor:
     splits, per_split = _split(num_pix, tiles, block_p)
     out = alloc.empty((splits, c), dtype=torch.float32, device=grad.device)
     grid = check_grid("conv bias gradient", (tiles, splits), ("channel blocks", "pixel splits"))
-    _channel_sum_kernel[grid](
+    wrap_triton(_channel_sum_kernel)[grid](
         grad, grad if saved is None else saved, out, param, batch, h, w, c, per_split,
         *strides4(grad), ACT=code if saved is not None else 0, BLOCK_P=block_p,
         BLOCK_C=block_c, num_warps=4)
@@ -478,7 +479,7 @@ def _depthwise(src, src_saved, weight, bias, dst, z, mult, kernel_hw, stride, pa
     block_p, block_c = _depthwise_tile(dst_c)
     grid = check_grid("depthwise conv", (triton.cdiv(num_p, block_p), triton.cdiv(dst_c, block_c)),
                       ("pixel blocks", "channel blocks"))
-    _depthwise_kernel[grid](
+    wrap_triton(_depthwise_kernel)[grid](
         src, src if src_saved is None else src_saved, weight, dst if bias is None else bias,
         dst, dst if z is None else z, param,
         batch, src_h, src_w, dst_h, dst_w, dst_c, mult, kernel_hw[0], kernel_hw[1],
@@ -505,7 +506,7 @@ def _depthwise_wgrad(dy, saved, x, mult, kernel_hw, stride, pad, dil,
     out = alloc.empty((splits, c_out, kh * kw), dtype=torch.float32, device=dy.device)
     grid = check_grid("depthwise conv weight gradient", (tiles, kh * kw, splits),
                       ("channel blocks", "kernel taps", "pixel splits"))
-    _depthwise_wgrad_kernel[grid](
+    wrap_triton(_depthwise_wgrad_kernel)[grid](
         dy, dy if saved is None else saved, x, out, param,
         batch, dy_h, dy_w, x_h, x_w, c_out, mult, kh, kw, per_split,
         *strides4(dy), *strides4(x), stride[0], stride[1], pad[0], pad[1], dil[0], dil[1],

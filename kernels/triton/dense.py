@@ -17,6 +17,7 @@ from dataclasses import dataclass
 import torch
 import triton
 import triton.language as tl
+from torch.library import wrap_triton
 
 from .. import alloc
 from ..activations import NAMES, Activation, code_of, param_of
@@ -272,7 +273,7 @@ def dense_forward(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | No
         _check_tiles(i64, ("x", x, t.BP, t.BR), ("weight", weight, t.BQ, t.BR),
                      ("y", y, t.BP, t.BQ))
         grid = (triton.cdiv(M, t.BP) * triton.cdiv(N, t.BQ),)
-        _dense_forward_kernel[grid](
+        wrap_triton(_dense_forward_kernel)[grid](
             x, weight, bias if bias is not None else y, y, z if store_z else y, M, N, K,
             x.stride(0), x.stride(1), weight.stride(0), weight.stride(1), param_of(act),
             HAS_BIAS=bias is not None, CODE=code_of(act), STORE_Z=store_z,
@@ -295,7 +296,7 @@ def _grad_gemm(dy_pr: torch.Tensor, s_pr: torch.Tensor | None, b_rq: torch.Tenso
     i64 = _needs_i64(dy_pr, s_pr, b_rq, *(o for o in (out, db) if o is not None))
     _check_tiles(i64, ("grad_y", dy_pr, t.BP, t.BR), ("saved", s_pr, t.BP, t.BR),
                  ("b", b_rq if compute_c else None, t.BR, t.BQ))
-    _dense_grad_kernel[grid](
+    wrap_triton(_dense_grad_kernel)[grid](
         dy_pr, s_pr, b_rq, out if compute_c else dy_pr, db if db is not None else dy_pr, P, Q, R,
         dy_pr.stride(0), dy_pr.stride(1), s_pr.stride(0), s_pr.stride(1),
         b_rq.stride(0), b_rq.stride(1), param_of(act),

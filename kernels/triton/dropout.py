@@ -10,6 +10,7 @@ import numpy as np
 import torch
 import triton
 import triton.language as tl
+from torch.library import wrap_triton
 
 from .. import alloc
 from . import _pointwise
@@ -23,13 +24,17 @@ NUM_WARPS = 4
 @triton.jit
 def _dropout_kernel(x_ptr, y_ptr, numel, s1, s2, s3, s4, s5,
                     x0, x1, x2, x3, x4, x5, y0, y1, y2, y3, y4, y5,
-                    p, scale, seed, offset,
+                    p, scale, seed_ptr, offset,
                     FLAT: tl.constexpr, I64: tl.constexpr, BLOCK: tl.constexpr):
-    """y = x * scale where tl.rand(seed, offset + i) >= p, else 0 (i: row-major logical index).
+    """y = x * scale where tl.rand(seed, offset + i) >= p, else x * 0 (i: row-major logical
+    index): a multiply as torch's x * mask / (1 - p), so a dropped NaN / inf gives NaN.
 
     x_ptr, y_ptr: one logical shape of numel elements, padded to 6 dims of sizes (., s1..s5) with
     element strides x*, y*; FLAT: both contiguous (storage offset == logical index).
+    seed_ptr: [] int64, the Philox seed (read on the device: a compiled graph draws it as a
+    tensor, and the launch never waits for the host).
     """
+    seed = tl.load(seed_ptr)
     i = _pointwise.block_indices(BLOCK, I64)
     mask = i < numel
     off_x = _pointwise.element_offset(i, FLAT, s1, s2, s3, s4, s5, x0, x1, x2, x3, x4, x5)
@@ -40,7 +45,7 @@ def _dropout_kernel(x_ptr, y_ptr, numel, s1, s2, s3, s4, s5,
         counter = offset + i
     keep = tl.rand(seed, counter) >= p
     x = tl.load(x_ptr + off_x, mask=mask, other=0.0).to(tl.float32)
-    y = tl.where(keep, x * scale, 0.0)
+    y = x * tl.where(keep, scale, 0.0)
     tl.store(y_ptr + off_y, y.to(y_ptr.dtype.element_ty), mask=mask)
 
 
@@ -50,7 +55,16 @@ def _check_p(p: float) -> None:
                          f"got {p}")
 
 
-def _launch(x: torch.Tensor, p: float, seed: int, offset: int) -> torch.Tensor:
+def _seed_tensor(seed: int | torch.Tensor, device: torch.device) -> torch.Tensor:
+    """The seed as the kernel reads it: [] int64 on the device (a seed of 2^63 or more keeps its
+    64 bits: Philox takes them unsigned)."""
+    if not isinstance(seed, torch.Tensor):
+        seed = int(seed) % 2 ** 64
+        seed = torch.tensor(seed - 2 ** 64 if seed >= 2 ** 63 else seed, dtype=torch.int64)
+    return seed.to(device=device, dtype=torch.int64).reshape(())
+
+
+def _launch(x: torch.Tensor, p: float, seed: int | torch.Tensor, offset: int) -> torch.Tensor:
     _check_p(p)
     _pointwise.check_dtypes("dropout", input=x)
     y = alloc.empty_like(x, memory_format=torch.preserve_format)
@@ -61,18 +75,19 @@ def _launch(x: torch.Tensor, p: float, seed: int, offset: int) -> torch.Tensor:
     i64 = plan.i64 or int(offset) + n + BLOCK > INT32_LIMIT
     p32 = float(np.float32(p))
     scale = float(np.float32(1.0 / (1.0 - p)))
-    _dropout_kernel[(triton.cdiv(n, BLOCK),)](
-        x, y, n, *plan.sizes[1:], *plan.strides[0], *plan.strides[1], p32, scale, int(seed),
-        int(offset), FLAT=plan.flat, I64=i64, BLOCK=BLOCK, num_warps=NUM_WARPS)
+    wrap_triton(_dropout_kernel)[(triton.cdiv(n, BLOCK),)](
+        x, y, n, *plan.sizes[1:], *plan.strides[0], *plan.strides[1], p32, scale,
+        _seed_tensor(seed, x.device), int(offset), FLAT=plan.flat, I64=i64, BLOCK=BLOCK, num_warps=NUM_WARPS)
     return y
 
 
-def dropout_forward(x: torch.Tensor, p: float, seed: int, offset: int) -> torch.Tensor:
+def dropout_forward(x: torch.Tensor, p: float, seed: int | torch.Tensor, offset: int) -> torch.Tensor:
     """x with elements dropped (probability p), the rest scaled by 1/(1-p); y takes x's layout."""
     return _launch(x, p, seed, offset)
 
 
-def dropout_backward(grad_y: torch.Tensor, p: float, seed: int, offset: int) -> torch.Tensor:
+def dropout_backward(grad_y: torch.Tensor, p: float, seed: int | torch.Tensor,
+                     offset: int) -> torch.Tensor:
     """grad_x = grad_y masked and scaled by the mask that (seed, offset) regenerates."""
     return _launch(grad_y, p, seed, offset)
 
@@ -87,6 +102,7 @@ def aot_configs() -> list[AOTConfig]:
             for i64 in (False, True):
                 sig = {n: "i32" for n in names}
                 sig.update(x_ptr=f"*{dtype}", y_ptr=f"*{dtype}", p="fp32", scale="fp32",
+                           seed_ptr="*i64",
                            FLAT="constexpr", I64="constexpr", BLOCK="constexpr")
                 if i64:
                     sig.update(numel="i64", offset="i64")

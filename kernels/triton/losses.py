@@ -13,6 +13,7 @@ import dataclasses
 import torch
 import triton
 import triton.language as tl
+from torch.library import wrap_triton
 
 from .. import alloc
 from . import _pointwise
@@ -48,7 +49,9 @@ def _ce_rows(N, ROWS: tl.constexpr, I64: tl.constexpr):
 def _ce_forward_kernel(x_ptr, t_ptr, loss_ptr, lse_ptr, cnt_ptr, N, C, sx_n, sx_c, s_t, s_l,
                        ignore_index, REDUCE: tl.constexpr, ONLINE: tl.constexpr,
                        ROWS: tl.constexpr, BLOCK_C: tl.constexpr, I64: tl.constexpr):
-    """Per row i: lse_i = logsumexp(x[i, :]); loss_i = lse_i - x[i, t_i] (0 where t_i is ignored).
+    """Per row i: lse_i = logsumexp(x[i, :]); loss_i = (m_i - x[i, t_i]) + log(s_i) (0 where t_i
+    is ignored) with m_i the row max and s_i = sum(exp(x[i, :] - m_i)): lse_i - x[i, t_i] would
+    lose the loss to the rounding of lse_i at 1e4-scale logits.
 
     x_ptr: [N, C] (strides sx_n, sx_c); t_ptr: [N] int64 (stride s_t); lse_ptr: [N] fp32;
     REDUCE: loss_ptr[pid] = sum of this program's losses and cnt_ptr[pid] = its non-ignored rows
@@ -58,13 +61,14 @@ def _ce_forward_kernel(x_ptr, t_ptr, loss_ptr, lse_ptr, cnt_ptr, N, C, sx_n, sx_
     target = tl.load(t_ptr + rows * s_t, mask=ok, other=ignore_index)
     x_row = x_ptr + (rows * sx_n)[:, None]
     m, s = online_max_sum(x_row, sx_c, ok, C, ROWS, BLOCK_C)  # one chunk unless ONLINE
-    lse = m + tl.log(s)
+    log_s = tl.log(s)
+    lse = m + log_s
     valid = ok & (target != ignore_index)
     in_range = (target >= 0) & (target < C)
     x_t = tl.load(x_row + (tl.where(in_range, target, 0) * sx_c)[:, None],
                   mask=(valid & in_range)[:, None], other=0.0).to(tl.float32)
     x_t = tl.sum(x_t, axis=1)  # [ROWS, 1] -> [ROWS]
-    loss = tl.where(valid, tl.where(in_range, lse - x_t, float("nan")), 0.0)
+    loss = tl.where(valid, tl.where(in_range, (m - x_t) + log_s, float("nan")), 0.0)
     tl.store(lse_ptr + rows, lse, mask=ok)
     if REDUCE:
         tl.store(loss_ptr + tl.program_id(0), tl.sum(loss, axis=0))
@@ -172,7 +176,7 @@ def _ce_partials(logits, target, ignore_index, reduce):
         loss = alloc.empty((N,), dtype=logits.dtype, device=dev)
         cnt = lse
     if N:
-        _ce_forward_kernel[(n_prog,)](
+        wrap_triton(_ce_forward_kernel)[(n_prog,)](
             logits, target, loss, lse, cnt, N, C, logits.stride(0), logits.stride(1),
             target.stride(0), loss.stride(0), int(ignore_index), REDUCE=reduce, ONLINE=online,
             ROWS=rows, BLOCK_C=block, I64=_ce_i64(logits, target, loss, lse),
@@ -190,7 +194,7 @@ def cross_entropy_forward(logits: torch.Tensor, target: torch.Tensor, ignore_ind
         return loss, lse
     out = alloc.empty((), dtype=logits.dtype, device=logits.device)
     n_part = n_prog if logits.shape[0] else 0
-    _ce_finish_kernel[(1,)](out, loss, cnt, n_part, n_part, MEAN=reduction == "mean",
+    wrap_triton(_ce_finish_kernel)[(1,)](out, loss, cnt, n_part, n_part, MEAN=reduction == "mean",
                             BLOCK=_pointwise.SUM_BLOCK, num_warps=NUM_WARPS)
     return out, lse
 
@@ -208,13 +212,13 @@ def cross_entropy_backward(grad_loss: torch.Tensor, logits: torch.Tensor, target
     g = grad_loss
     if reduction == "mean":  # g / (non-ignored rows), counted per row block then summed
         cnt = alloc.empty((n_prog,), dtype=torch.int32, device=logits.device)
-        _ce_count_kernel[(n_prog,)](target, cnt, N, target.stride(0), int(ignore_index),
+        wrap_triton(_ce_count_kernel)[(n_prog,)](target, cnt, N, target.stride(0), int(ignore_index),
                                     ROWS=rows, num_warps=NUM_WARPS)
         g = alloc.empty((1,), dtype=torch.float32, device=logits.device)
-        _ce_finish_kernel[(1,)](g, grad_loss, cnt, 1, n_prog, MEAN=True,
+        wrap_triton(_ce_finish_kernel)[(1,)](g, grad_loss, cnt, 1, n_prog, MEAN=True,
                                 BLOCK=_pointwise.SUM_BLOCK, num_warps=NUM_WARPS)
     per_row = reduction == "none"
-    _ce_backward_kernel[(n_prog,)](
+    wrap_triton(_ce_backward_kernel)[(n_prog,)](
         g, logits, target, lse, dx, N, C, logits.stride(0), logits.stride(1), target.stride(0),
         grad_loss.stride(0) if per_row else 0, dx.stride(0), dx.stride(1), int(ignore_index),
         PER_ROW=per_row, ONLINE=online, ROWS=rows, BLOCK_C=block,
@@ -266,8 +270,9 @@ def _pointwise_loss_kernel(x_ptr, t_ptr, out_ptr, numel, s1, s2, s3, s4, s5,
     off_o = _pointwise.element_offset(i, FLAT, s1, s2, s3, s4, s5, o0, o1, o2, o3, o4, o5)
     x = tl.load(x_ptr + off_x, mask=mask, other=0.0).to(tl.float32)
     t = tl.load(t_ptr + off_t, mask=mask, other=0.0).to(tl.float32)
-    if KIND == 0:  # max(x, 0) - x t + log1p(exp(-|x|)): no overflow for any x
-        loss = tl.maximum(x, 0.0) - x * t + _log1p(tl.exp(-tl.abs(x)))
+    if KIND == 0:  # torch's (1 - t) x - log_sigmoid(x) term for term (inf and NaN land where
+        # torch's do), log1p added last (tiny losses keep their precision); no overflow for any x
+        loss = ((1.0 - t) * x - tl.minimum(x, 0.0)) + _log1p(tl.exp(-tl.abs(x)))
     else:
         loss = (x - t) * (x - t)
     if REDUCE:
@@ -343,7 +348,7 @@ def _loss_forward(kind: int, op: str, x: torch.Tensor, target: torch.Tensor,
         plan = _pointwise.plan([x, target, out])
         out_strides = plan.strides[2]
     if n:
-        _pointwise_loss_kernel[grid](x, target, out, n, *plan.sizes[1:], *plan.strides[0],
+        wrap_triton(_pointwise_loss_kernel)[grid](x, target, out, n, *plan.sizes[1:], *plan.strides[0],
                                      *plan.strides[1], *out_strides, KIND=kind, REDUCE=reduce,
                                      FLAT=plan.flat, I64=plan.i64, BLOCK=EW_BLOCK,
                                      num_warps=NUM_WARPS)
@@ -373,7 +378,7 @@ def _loss_backward(kind: int, op: str, grad_loss: torch.Tensor, x: torch.Tensor,
     sa = next(strides) if gx is not None else zeros
     sb = next(strides) if gt is not None else zeros
     scale = 1.0 / n if reduction == "mean" else 1.0
-    _pointwise_loss_grad_kernel[(triton.cdiv(n, EW_BLOCK),)](
+    wrap_triton(_pointwise_loss_grad_kernel)[(triton.cdiv(n, EW_BLOCK),)](
         grad_loss, x, target, gx if gx is not None else x, gt if gt is not None else x, n, scale,
         *plan.sizes[1:], *sg, *sx, *st, *sa, *sb, KIND=kind, G_SCALAR=g_scalar, NEED_X=need_x,
         NEED_T=need_t, FLAT=plan.flat, I64=plan.i64, BLOCK=EW_BLOCK, num_warps=NUM_WARPS)

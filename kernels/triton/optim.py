@@ -139,7 +139,9 @@ def _adam_block(param_ptr, grad_ptr, exp_avg_ptr, exp_avg_sq_ptr, max_sq_ptr, of
     tl.store(exp_avg_ptr + offs, m.to(exp_avg_ptr.dtype.element_ty), mask=mask)
     tl.store(exp_avg_sq_ptr + offs, v.to(exp_avg_sq_ptr.dtype.element_ty), mask=mask)
     if AMSGRAD:
-        v = tl.maximum(tl.load(max_sq_ptr + offs, mask=mask).to(ACC), v)
+        # torch.maximum keeps NaN (a diverged second moment must stay visible)
+        v = tl.maximum(tl.load(max_sq_ptr + offs, mask=mask).to(ACC), v,
+                       propagate_nan=tl.PropagateNan.ALL)
         tl.store(max_sq_ptr + offs, v.to(max_sq_ptr.dtype.element_ty), mask=mask)
     denom = _div(_sqrt(v), bias_correction2_sqrt) + eps
     p = p - step_size * _div(m, denom)

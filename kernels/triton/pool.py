@@ -15,6 +15,7 @@ from __future__ import annotations
 import torch
 import triton
 import triton.language as tl
+from torch.library import wrap_triton
 
 from ._spatial import (empty_4d, pixel_channel_tile, signature, source_coords, strides4,
                        suggests_channels_last)
@@ -166,7 +167,7 @@ def _forward(x, y, idx, kernel_size, stride, padding, dilation, count_include_pa
     if launch is None:
         return
     grid, block_p, block_c = launch
-    _pool_forward_kernel[grid](
+    wrap_triton(_pool_forward_kernel)[grid](
         x, y, idx, batch, c, h, w, out_h, out_w, kernel_size[0], kernel_size[1],
         *strides4(x), *strides4(y), stride[0], stride[1], padding[0], padding[1],
         dilation[0], dilation[1], int(count_include_pad), int(divisor_override or 0),
@@ -181,7 +182,7 @@ def _backward(grad_y, idx, grad_x, kernel_size, stride, padding, dilation, count
     if launch is None:
         return
     grid, block_p, block_c = launch
-    _pool_backward_kernel[grid](
+    wrap_triton(_pool_backward_kernel)[grid](
         grad_y, idx, grad_x, batch, c, h, w, out_h, out_w, kernel_size[0], kernel_size[1],
         *strides4(grad_y), *strides4(idx), *strides4(grad_x), stride[0], stride[1],
         padding[0], padding[1], dilation[0], dilation[1], int(count_include_pad),

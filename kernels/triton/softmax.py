@@ -13,6 +13,7 @@ import dataclasses
 import torch
 import triton
 import triton.language as tl
+from torch.library import wrap_triton
 
 from .. import alloc
 from . import _pointwise
@@ -215,7 +216,7 @@ def _launch(kernel, inputs: list[torch.Tensor], dim: int, log: bool) -> torch.Te
     span = max(sum((s - 1) * st for s, st in zip(t.shape, t.stride())) for t in tensors)
     i64 = max(result.numel(), span) + TILE > INT32_LIMIT
     args = [a for v in views for a in (v[0], v[2], v[1])]
-    kernel[(triton.cdiv(n_rows, rows),)](*tensors, n_rows, R, inner, *args, LOG=log,
+    wrap_triton(kernel)[(triton.cdiv(n_rows, rows),)](*tensors, n_rows, R, inner, *args, LOG=log,
                                          ONLINE=online, ROWS=rows, BLOCK_R=block_r, I64=i64,
                                          num_warps=NUM_WARPS)
     return result.reshape(like.shape)
