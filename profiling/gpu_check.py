@@ -58,6 +58,9 @@ GRACE_S = 15            # after SIGINT, before SIGKILL
 LOG_CAP = 2 * 2 ** 20   # a log longer than this keeps its head and its tail
 GPU_BACKENDS = ["triton", "cupy"]
 PROFILE_BACKENDS = [*GPU_BACKENDS, "eager", "compile", "fused"]
+# the models also train under torch.compile with gpudnn's ops (issue 14): beside eager and
+# torch.compile without gpudnn
+MODEL_BACKENDS = [*GPU_BACKENDS, "eager", "compile", "gpudnn+compile"]
 SANITIZER_TOOLS = ("memcheck", "racecheck")
 # CPU-only or about this script: not what the GPU run is for (CI runs them)
 GPU_TEST_IGNORE = ("tests/test_aot.py", "tests/test_gpu_check.py")
@@ -486,7 +489,7 @@ def phase_profile_ops(check: Check, timeout: float) -> dict:
 
 
 def phase_profile_models(check: Check, timeout: float) -> dict:
-    args = ["--models-only", "--backend", *PROFILE_BACKENDS[:4], "--dtype", "fp32"]
+    args = ["--models-only", "--backend", *MODEL_BACKENDS, "--dtype", "fp32"]
     if check.dry:
         args += ["--model", "cnn"]
     return _profile_phase(check, timeout, "profile-models", args)

@@ -24,8 +24,12 @@ TORCH_BACKENDS = ("eager", "compile", "compile-max")
 # a gpudnn backend run under other environment settings, for the cases whose instance lists it
 # in ``impls``: the LSTM without its CUDA-graph replay of the step loops shows what it buys
 VARIANTS = {"triton-no-graphs": ("triton", {"GPUDNN_CUDA_GRAPHS": "0"})}
-BACKENDS = GPUDNN_BACKENDS + tuple(VARIANTS) + TORCH_BACKENDS + ("fused",)
-COMPILE_MODES = {"compile": None, "compile-max": "max-autotune-no-cudagraphs"}
+# gpudnn's triton ops under torch.compile (Inductor sees their Triton kernels and fuses the torch
+# code around them): beside "eager" and "compile" without gpudnn
+GPUDNN_COMPILE = "gpudnn+compile"
+BACKENDS = GPUDNN_BACKENDS + tuple(VARIANTS) + (GPUDNN_COMPILE,) + TORCH_BACKENDS + ("fused",)
+COMPILE_MODES = {"compile": None, "compile-max": "max-autotune-no-cudagraphs",
+                 GPUDNN_COMPILE: None}
 MAX_ROTATED_SETS = 64
 # set by ``python -m profiling --dry-run`` (the CPU rehearsal): gpudnn backends replaced by
 # another (the Triton interpreter is too slow for whole models), and torch.compile's backend
@@ -115,7 +119,13 @@ def _recorded(record: dict, device: str, empty_cache: bool = False):
 def gpudnn_backend(backend: str) -> str:
     """The ``gpudnn.use_backend`` name a profile backend (or variant) runs under."""
     name = VARIANTS[backend][0] if backend in VARIANTS else backend
+    name = "triton" if name == GPUDNN_COMPILE else name
     return STAND_INS.get(name, name)
+
+
+def runs_gpudnn(backend: str) -> bool:
+    """Whether a profile backend runs gpudnn's ops (else torch's)."""
+    return backend in GPUDNN_BACKENDS or backend in VARIANTS or backend == GPUDNN_COMPILE
 
 
 def compiled(fn: Callable, backend: str, **kwargs) -> Callable:
@@ -126,10 +136,12 @@ def compiled(fn: Callable, backend: str, **kwargs) -> Callable:
 
 def make_runner(instance: Instance, backend: str) -> tuple[Callable, list] | None:
     """(callable(*args), extra grad leaves) of ``backend``; None when it does not apply."""
-    if backend in GPUDNN_BACKENDS or backend in VARIANTS:
+    if runs_gpudnn(backend):
         if backend in VARIANTS and backend not in instance.impls:
             return None
         fn = instance.impls[backend if backend in VARIANTS else "gpudnn"]()
+        if backend == GPUDNN_COMPILE:
+            fn = compiled(fn, backend, dynamic=False)
         name = gpudnn_backend(backend)
 
         def run(*args):
@@ -332,7 +344,7 @@ def _e2e_variant(task, twin, backend: str, device: str):
     origin = "torch.optim.Adam"
     loss_fn = getattr(F, task.loss)
     optim_class = torch.optim.Adam
-    if backend in GPUDNN_BACKENDS:
+    if runs_gpudnn(backend):
         import gpudnn
         import gpudnn.functional as G
         model = models.to_gpudnn(model)

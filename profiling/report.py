@@ -10,12 +10,15 @@ import json
 import os
 import tempfile
 
-BACKEND_ORDER = ("triton", "triton-no-graphs", "cupy", "eager", "compile", "compile-max", "fused")
+BACKEND_ORDER = ("triton", "triton-no-graphs", "gpudnn+compile", "cupy", "eager", "compile",
+                 "compile-max", "fused")
 BACKEND_TITLES = {"triton": "gpudnn-triton", "triton-no-graphs": "gpudnn-triton, no CUDA graphs",
+                  "gpudnn+compile": "gpudnn-triton under torch.compile",
                   "cupy": "gpudnn-cupy", "eager": "torch eager",
                   "compile": "torch.compile", "compile-max": "compile max-autotune",
                   "fused": "torch fused"}
-SUBJECTS = ("triton", "cupy")   # the backends the speedup and ceiling columns describe
+# the backends the speedup and ceiling columns describe
+SUBJECTS = ("triton", "gpudnn+compile", "cupy")
 MiB = 2 ** 20
 
 

@@ -1,6 +1,7 @@
-"""Trace every traceable gpudnn op on fake CUDA tensors with the triton backend, as
-torch.compile's AOT stage does on a GPU, without a GPU (run by tests/test_compile.py in a
-subprocess: the Triton interpreter must be off, so that ``wrap_triton`` sees JIT kernels).
+"""Trace every traceable gpudnn op on fake tensors with the triton backend, as torch.compile's AOT
+stage does on a GPU, without a GPU (fake CUDA tensors where CUDA exists, else fake "meta" ones
+through the same code path; run by tests/test_compile.py in a subprocess: the Triton interpreter
+must be off, so that ``wrap_triton`` sees JIT kernels).
 
 For each op and sample: the graph must hold the op's Triton kernels as
 ``triton_kernel_wrapper_functional`` calls (Inductor compiles those) and no opaque gpudnn op, and
@@ -24,11 +25,6 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import gpudnn  # noqa: E402,F401
 from gpudnn.ops import OPS, _library as library  # noqa: E402
 from op_samples import samples  # noqa: E402
-
-
-# ops whose launchers copy or re-lay out tensors, which a CPU-only torch cannot fake on CUDA
-META_ONLY = {"conv2d", "conv2d_backward", "conv_transpose2d", "conv_transpose2d_backward",
-             "max_pool2d", "max_pool2d_backward", "avg_pool2d", "avg_pool2d_backward"}
 
 
 class _Hopper:
@@ -90,13 +86,13 @@ def main() -> int:
     logging.getLogger("torch._higher_order_ops.triton_kernel_wrap").setLevel(logging.ERROR)
     triton.runtime.driver.set_active(_Hopper())
     mode = FakeTensorMode(allow_non_fake_inputs=True)
-    # a CPU-only torch cannot fake some ops (copies, channels_last clones) on CUDA tensors:
-    # those ops' launchers are traced on fake "meta" tensors, through the same traceable path
+    # a CPU-only torch cannot fake copies or channels_last clones on CUDA tensors: without a
+    # GPU the launchers are traced on fake "meta" tensors, through the same traceable path
+    device = "cuda" if torch.cuda.is_available() else "meta"
     library.TRITON_TRACE_DEVICES = ("cuda", "meta")
     names = sys.argv[1:] or sorted(n for n, op in OPS.items() if op.traceable)
     for name in names:
         try:
-            device = "cuda" if torch.cuda.is_available() or name not in META_ONLY else "meta"
             result = check(name, mode, device)
         except Exception as exc:  # reported, not raised: one line per op
             result = {"op": name, "kernels": 0,

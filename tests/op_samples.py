@@ -159,6 +159,33 @@ def _batch_norm_backward(backend, device):
     return out
 
 
+def _batch_norm_stats(backend, device):
+    r = _g(device, 30)
+    return [(r(4, 3, 5), 1e-5, backend), (_cl(r(2, 3, 4, 5)), 1e-3, backend)]
+
+
+def _sync_sums(device, seed, backend):
+    r = _g(device, seed)
+    x, w, b = r(4, 3, 5), r(3), r(3)
+    mean, invstd = _op("batch_norm_stats")(x, 1e-5, backend)
+    return r, x, w, b, mean, invstd
+
+
+def _batch_norm_backward_reduce(backend, device):
+    r, x, w, b, mean, invstd = _sync_sums(device, 31, backend)
+    return [(r(4, 3, 5), x, w, b, mean, invstd, "relu", 0.0, backend),
+            (r(4, 3, 5), x, None, None, mean, invstd, "", 0.0, backend)]
+
+
+def _batch_norm_backward_elemt(backend, device):
+    r, x, w, b, mean, invstd = _sync_sums(device, 32, backend)
+    grad = r(4, 3, 5)
+    sum_dz, sum_dz_xhat = _op("batch_norm_backward_reduce")(grad, x, w, b, mean, invstd, "gelu",
+                                                            0.0, backend)
+    return [(grad, x, w, b, mean, invstd, "gelu", 0.0, sum_dz * 2, sum_dz_xhat * 2, 40,
+             backend)]
+
+
 _CONV = ([1, 1], [1, 1, 0, 0], [1, 1], 1)          # stride, padding4, dilation, groups
 _CONV_STRIDED = ([2, 1], [0, 1, 1, 1], [1, 2], 2)
 _CONVT = ([2, 2], [1, 0], [1, 0], 1, [1, 1])       # stride, padding, output_padding, groups, dil
@@ -296,6 +323,9 @@ SAMPLES: dict[str, Callable] = {
     "mse_loss": _pointwise_loss, "mse_loss_backward": _pointwise_loss_backward,
     "dropout": _dropout, "dropout_backward": _dropout_backward,
     "batch_norm": _batch_norm, "batch_norm_backward": _batch_norm_backward,
+    "batch_norm_stats": _batch_norm_stats,
+    "batch_norm_backward_reduce": _batch_norm_backward_reduce,
+    "batch_norm_backward_elemt": _batch_norm_backward_elemt,
     "conv2d": _conv2d, "conv2d_backward": _conv2d_backward,
     "conv_transpose2d": _conv_transpose2d,
     "conv_transpose2d_backward": _conv_transpose2d_backward,
@@ -312,8 +342,9 @@ def samples(name: str, backend: str, device: str) -> list[tuple]:
 
 
 def differentiable(name: str, args: tuple) -> bool:
-    """Whether ``args`` of op ``name`` may go backward: a forward op with an autograd formula,
-    except an LSTM forward told not to save anything for backward (its ``save`` argument)."""
-    if name.endswith(("_backward", "_step")):
+    """Whether ``args`` of op ``name`` may go backward: an op with an autograd formula, except an
+    LSTM forward told not to save anything for backward (its ``save`` argument)."""
+    from gpudnn.ops import OPS
+    if not OPS[name].has_autograd:
         return False
     return not (name in ("lstm_cell", "lstm_layer") and args[-2] is False)

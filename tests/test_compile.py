@@ -91,7 +91,9 @@ TWIN_EXAMPLES = {
     "ConvTranspose2d": lambda: (gnn.ConvTranspose2d(3, 2, 4, 2, 1, activation="tanh"),
                                 (_image(2, 3, 3, 4),)),
     "BatchNorm1d": lambda: (gnn.BatchNorm1d(4, activation="silu"), (_image(5, 4),)),
-    "BatchNorm2d": lambda: (gnn.BatchNorm2d(3), (_image(2, 3, 4, 4),)),
+    "BatchNorm2d": lambda: (gnn.BatchNorm2d(3, bias=False), (_image(2, 3, 4, 4),)),
+    # one process: SyncBatchNorm is BatchNorm (tests/test_sync_batchnorm.py runs two)
+    "SyncBatchNorm": lambda: (gnn.SyncBatchNorm(3, activation="relu"), (_image(2, 3, 4, 4),)),
     "Dropout": lambda: (gnn.Dropout(0.3), (_image(3, 4),)),
     "Softmax": lambda: (gnn.Softmax(dim=1), (_image(3, 5),)),
     "LogSoftmax": lambda: (gnn.LogSoftmax(dim=-1), (_image(3, 5),)),

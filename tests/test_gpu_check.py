@@ -56,6 +56,8 @@ def test_dry_run_leaves_every_result_and_the_readme_table(tmp_path):
     assert all(r["eager_ms"] == 0.5 and r["compile_ms"] == 0.5 for r in softmax)
     assert all(r["triton"]["x_eager"] == 1.0 for r in softmax), softmax
     assert [m["model"] for m in summary["models"]] == ["cnn"]
+    # the model also trains with gpudnn's ops under torch.compile, beside eager and compile
+    assert summary["models"][0]["gpudnn+compile"]["x_eager"] == 1.0
     assert (out / "summary.md").read_text().startswith("### GPU check on dry run (cpu)")
 
     # python -m profiling.readme: the summary becomes the README's table

@@ -19,3 +19,16 @@ TWIN_MODULES = _modules.public_modules(__import__(__name__, fromlist=["_"]), ski
 TWINS: tuple[str, ...] = tuple(sorted(name for m in TWIN_MODULES for name in m.__all__))
 globals().update({name: getattr(m, name) for m in TWIN_MODULES for name in m.__all__})
 __all__ = sorted({n for n in dir(_torch_nn) if not n.startswith("_")} | set(TWINS) | {"convert"})
+
+
+def _register_safe_globals() -> None:
+    """gpudnn's classes that a pickled model holds (the twins and their fused Activation) are
+    safe for ``torch.load(..., weights_only=True)``; torch's own classes stay the caller's to
+    allow, as for any whole-model pickle."""
+    import torch.serialization
+    from ..kernels.activations import Activation
+    twins = [globals()[name] for name in TWINS]
+    torch.serialization.add_safe_globals([*twins, Activation])
+
+
+_register_safe_globals()

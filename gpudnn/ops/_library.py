@@ -32,7 +32,7 @@ NAMESPACE = "gpudnn"
 OPS: dict[str, "Op"] = {}
 # device types whose triton-backend calls run the traceable body (Triton on a GPU). A CPU-only
 # torch cannot fake every op on CUDA tensors, so tests/fake_cuda_trace.py adds "meta" to trace
-# the same launchers on fake meta tensors.
+# the same launchers on fake meta tensors there.
 TRITON_TRACE_DEVICES: tuple[str, ...] = ("cuda",)
 
 
@@ -84,6 +84,7 @@ class Op:
             dispatch.__doc__ = body.__doc__
             self.op = triton_op(f"{NAMESPACE}::{name}", dispatch, mutates_args=mutates_args)
         self.__doc__ = body.__doc__
+        self.has_autograd = False
         OPS[name] = self
 
     def __call__(self, *args, **kwargs):
@@ -102,6 +103,7 @@ class Op:
 
     def register_autograd(self, backward: Callable, *, setup_context: Callable) -> None:
         self.op.register_autograd(backward, setup_context=setup_context)
+        self.has_autograd = True
 
 
 def define(name: str, *, mutates_args: Iterable[str] = (),

@@ -71,12 +71,7 @@ def batch_norm_backward(grad_y: np.ndarray, x: np.ndarray, weight, bias, mean: n
     depend on x), w * invstd * dz in eval.
     """
     axes = _axes(x)
-    xhat = _normalized(x, mean.astype(x.dtype), invstd.astype(x.dtype))
-    if act is not None:
-        z = _affine(xhat, weight, bias)
-        grad_z = activation_grad(grad_y, saved_for_backward(z, apply_activation(z, act), act), act)
-    else:
-        grad_z = grad_y
+    grad_z, xhat = _grad_z(grad_y, x, weight, bias, mean, invstd, act)
     sum_dz = np.sum(grad_z, axis=axes)
     sum_dz_xhat = np.sum(grad_z * xhat, axis=axes)
     grad_x = None
@@ -94,3 +89,43 @@ def batch_norm_backward(grad_y: np.ndarray, x: np.ndarray, weight, bias, mean: n
     grad_weight = sum_dz_xhat.astype(x.dtype) if needs[1] else None
     grad_bias = sum_dz.astype(x.dtype) if needs[2] else None
     return grad_x, grad_weight, grad_bias
+
+
+# --- the stages SyncBatchNorm composes around its all-reduces -------------------------------------
+
+def batch_norm_stats(x: np.ndarray, eps: float):
+    """-> (mean, invstd) [C] of this batch (biased variance); zeros and 1/sqrt(eps) when empty."""
+    count = x.size // x.shape[1] if x.shape[1] else 0
+    if count == 0:
+        return np.zeros(x.shape[1], x.dtype), np.full(x.shape[1], 1.0 / np.sqrt(eps), x.dtype)
+    mean = np.mean(x, axis=_axes(x))
+    deviation = x - _per_channel(mean, x)
+    var = np.mean(deviation * deviation, axis=_axes(x))
+    return mean, (1.0 / np.sqrt(var + eps)).astype(x.dtype)
+
+
+def _grad_z(grad_y, x, weight, bias, mean, invstd, act):
+    """(dz, xhat): the gradient at the pre-activation, recomputed from x."""
+    xhat = _normalized(x, mean.astype(x.dtype), invstd.astype(x.dtype))
+    if act is None:
+        return grad_y, xhat
+    z = _affine(xhat, weight, bias)
+    return activation_grad(grad_y, saved_for_backward(z, apply_activation(z, act), act), act), xhat
+
+
+def batch_norm_backward_reduce(grad_y, x, weight, bias, mean, invstd, act: Activation | None):
+    """-> (sum dz, sum dz * xhat) [C] over this batch, for the given statistics."""
+    dz, xhat = _grad_z(grad_y, x, weight, bias, mean, invstd, act)
+    return np.sum(dz, axis=_axes(x)), np.sum(dz * xhat, axis=_axes(x))
+
+
+def batch_norm_backward_elemt(grad_y, x, weight, bias, mean, invstd, act: Activation | None,
+                              sum_dz, sum_dz_xhat, count: int):
+    """grad_x = w invstd (dz - (sum_dz + xhat sum_dz_xhat) / count)."""
+    dz, xhat = _grad_z(grad_y, x, weight, bias, mean, invstd, act)
+    scale = invstd.astype(x.dtype)
+    if weight is not None:
+        scale = scale * weight.astype(x.dtype)
+    grad_x = _per_channel(scale, x) * (dz - (_per_channel(sum_dz, x)
+                                             + xhat * _per_channel(sum_dz_xhat, x)) / count)
+    return grad_x.astype(x.dtype)

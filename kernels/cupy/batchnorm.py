@@ -126,15 +126,7 @@ def batch_norm_backward(grad_y, x, weight, bias, mean, invstd, act: Activation |
     from_output = i32(bool(act is not None and act.from_output))
     sums = None
     if need_w or need_b or (training and need_x):
-        splits = _splits(per_channel)
-        partial = alloc.empty((channels, splits, 2), dtype=torch.float32, device=device)
-        sums = alloc.empty((channels, 2), dtype=torch.float32, device=device)
-        launch("batchnorm", f"batch_norm_backward_reduce_{s}", device, (channels, splits),
-               (STATS_THREADS,), (grad_y, x, partial, i64(batch), i32(channels), i64(spatial),
-                                  i32(channels_last), mean, invstd, w32, b32, code, param,
-                                  from_output))
-        launch("batchnorm", "batch_norm_backward_finalize", device, (blocks_for(channels),),
-               (THREADS,), (partial, i32(splits), i32(channels), sums))
+        sums = _reduce_sums(op, s, grad_y, x, channels_last, mean, invstd, w32, b32, act, device)
         if need_w:
             grad_weight = sums[:, 1].to(weight.dtype)
         if need_b:
@@ -145,3 +137,82 @@ def batch_norm_backward(grad_y, x, weight, bias, mean, invstd, act: Activation |
                             i64(spatial), i32(channels_last), mean, invstd, w32, b32, sums,
                             i32(bool(training)), code, param, from_output))
     return grad_x, grad_weight, grad_bias
+
+
+# --- the stages SyncBatchNorm composes around its all-reduces -------------------------------------
+
+def batch_norm_stats(x, eps: float):
+    """x [N, C, *] -> (mean, invstd) [C] fp32 of this batch (biased variance); no output, no
+    running statistics."""
+    op = "batch_norm_stats"
+    s = _check(op, x)
+    device = require_cuda(op, x=x)
+    x, channels_last = _layout(x)
+    batch, channels = x.shape[0], x.shape[1]
+    spatial = math.prod(x.shape[2:])
+    mean = alloc.empty((channels,), dtype=torch.float32, device=device)
+    invstd = alloc.empty((channels,), dtype=torch.float32, device=device)
+    if channels == 0:
+        return mean, invstd
+    splits = _splits(batch * spatial)
+    partial = alloc.empty((channels, splits, 3), dtype=torch.float32, device=device)
+    launch("batchnorm", f"batch_norm_stats_{s}", device, (channels, splits), (STATS_THREADS,),
+           (x, partial, i64(batch), i32(channels), i64(spatial), i32(channels_last)))
+    launch("batchnorm", "batch_norm_finalize", device, (blocks_for(channels),), (THREADS,),
+           (partial, i32(splits), i32(channels), i32(1), f32(0.0), f32(eps), None, None, mean,
+            invstd))
+    return mean, invstd
+
+
+def _reduce_sums(op, s, grad_y, x, channels_last, mean, invstd, w32, b32, act, device):
+    """[C, 2] fp32 (sum dz, sum dz * xhat) of this batch for the given statistics."""
+    batch, channels = x.shape[0], x.shape[1]
+    spatial = math.prod(x.shape[2:])
+    splits = _splits(batch * spatial)
+    partial = alloc.empty((channels, splits, 2), dtype=torch.float32, device=device)
+    sums = alloc.empty((channels, 2), dtype=torch.float32, device=device)
+    launch("batchnorm", f"batch_norm_backward_reduce_{s}", device, (channels, splits),
+           (STATS_THREADS,), (grad_y, x, partial, i64(batch), i32(channels), i64(spatial),
+                              i32(channels_last), mean, invstd, w32, b32, i32(code_of(act)),
+                              f32(param_of(act)), i32(bool(act is not None and act.from_output))))
+    launch("batchnorm", "batch_norm_backward_finalize", device, (blocks_for(channels),),
+           (THREADS,), (partial, i32(splits), i32(channels), sums))
+    return sums
+
+
+def batch_norm_backward_reduce(grad_y, x, weight, bias, mean, invstd, act: Activation | None):
+    """-> (sum_dz, sum_dz_xhat) [C] fp32 over this batch for the given (global) statistics."""
+    op = "batch_norm_backward_reduce"
+    s = _check(op, x, weight=weight, bias=bias)
+    device = require_cuda(op, grad_y=grad_y, x=x, weight=weight, bias=bias, mean=mean,
+                          invstd=invstd)
+    x, channels_last = _layout(x)
+    if x.shape[1] == 0 or x.numel() == 0:
+        zeros = alloc.empty((x.shape[1],), dtype=torch.float32, device=device).zero_()
+        return zeros, zeros.clone()
+    sums = _reduce_sums(op, s, _like(grad_y, channels_last), x, channels_last, mean, invstd,
+                        _fp32(weight), _fp32(bias), act, device)
+    return sums[:, 0].clone(), sums[:, 1].clone()
+
+
+def batch_norm_backward_elemt(grad_y, x, weight, bias, mean, invstd, act: Activation | None,
+                              sum_dz, sum_dz_xhat, count: int):
+    """grad_x = w invstd (dz - (sum_dz + xhat sum_dz_xhat) / count)."""
+    op = "batch_norm_backward_elemt"
+    s = _check(op, x, weight=weight, bias=bias)
+    device = require_cuda(op, grad_y=grad_y, x=x, weight=weight, bias=bias, mean=mean,
+                          invstd=invstd)
+    x, channels_last = _layout(x)
+    grad_y = _like(grad_y, channels_last)
+    grad_x = alloc.empty_like(x, memory_format=torch.preserve_format)
+    if x.numel() == 0:
+        return grad_x
+    channels = x.shape[1]
+    spatial = math.prod(x.shape[2:])
+    sums = torch.stack([sum_dz.float(), sum_dz_xhat.float()], dim=1).contiguous()
+    launch("batchnorm", f"batch_norm_backward_input_{s}", device, (blocks_for(x.numel()),),
+           (THREADS,), (grad_y, x, grad_x, i64(x.numel()), i64(count), i32(channels),
+                        i64(spatial), i32(channels_last), mean, invstd, _fp32(weight),
+                        _fp32(bias), sums, i32(1), i32(code_of(act)), f32(param_of(act)),
+                        i32(bool(act is not None and act.from_output))))
+    return grad_x

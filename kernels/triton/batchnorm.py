@@ -365,13 +365,48 @@ def _check(x: torch.Tensor, **per_channel: torch.Tensor | None) -> None:
             raise ValueError(f"batch_norm: {name} has shape {tuple(t.shape)}, expected ({C},)")
 
 
+def _batch_statistics(x, C, E, S, strides, block_e, block_c, i64, running_mean, running_var,
+                      training: bool, momentum: float, eps: float):
+    """(mean, invstd, shift, mean_d) [C] fp32: the batch's (training; the running statistics
+    updated in place when given) or the running ones (eval). mean = shift + mean_d."""
+    dev = x.device
+    mean = alloc.empty((C,), dtype=torch.float32, device=dev)
+    invstd = alloc.empty((C,), dtype=torch.float32, device=dev)
+    shift = alloc.empty((C,), dtype=torch.float32, device=dev)
+    mean_d = alloc.empty((C,), dtype=torch.float32, device=dev)
+    n_cblocks = triton.cdiv(C, block_c)
+    update = training and running_mean is not None and running_var is not None
+    if training:
+        P, chunk = _chunks(E, C, block_e, block_c)
+        mean_part = alloc.empty((P, C), dtype=torch.float32, device=dev)
+        m2_part = alloc.empty((P, C), dtype=torch.float32, device=dev)
+        wrap_triton(_bn_stats_kernel)[(P, n_cblocks)](
+            x, mean_part, m2_part, C, E, S, *strides, chunk, BLOCK_E=block_e, BLOCK_C=block_c,
+            I64=i64, num_warps=NUM_WARPS)
+    else:
+        P, chunk, mean_part, m2_part = 0, 1, mean, mean
+    rm = running_mean if running_mean is not None else mean
+    rv = running_var if running_var is not None else mean
+    wrap_triton(_bn_finish_stats_kernel)[(triton.cdiv(C, FINISH_BLOCK_C),)](
+        x, mean_part, m2_part, rm, rv, mean, invstd, shift, mean_d, C, E, strides[1], P, chunk,
+        float(momentum), float(eps), TRAINING=training, UPDATE=update, BLOCK_C=FINISH_BLOCK_C,
+        num_warps=NUM_WARPS)
+    return mean, invstd, shift, mean_d
+
+
+def _empty_batch_statistics(C: int, eps: float, device) -> tuple[torch.Tensor, torch.Tensor]:
+    """An empty batch: zero statistics (torch), invstd of a zero variance."""
+    mean = alloc.empty((C,), dtype=torch.float32, device=device).zero_()
+    invstd = alloc.empty((C,), dtype=torch.float32, device=device).fill_(1.0 / float(eps) ** 0.5)
+    return mean, invstd
+
+
 def batch_norm_forward(x, weight, bias, running_mean, running_var, training: bool,
                        momentum: float, eps: float, act: Activation | None):
     """x [N, C, *] -> (y in x's memory format, mean [C] fp32, invstd [C] fp32); in training the
     running statistics (if given) are updated in place with the unbiased variance."""
     _check(x, weight=weight, bias=bias, running_mean=running_mean, running_var=running_var)
     C = x.shape[1]
-    dev = x.device
     if not training and (running_mean is None or running_var is None):
         raise ValueError("batch_norm: eval mode needs running_mean and running_var")
     x, (sx_n, sx_c, sx_s) = _as_view3(x)
@@ -379,42 +414,66 @@ def batch_norm_forward(x, weight, bias, running_mean, running_var, training: boo
     y, (sy_n, sy_c, sy_s) = _as_view3(y)
     E = x.numel() // C if C else 0
     S = E // x.shape[0] if x.shape[0] else 1
-    mean = alloc.empty((C,), dtype=torch.float32, device=dev)
-    invstd = alloc.empty((C,), dtype=torch.float32, device=dev)
     if C == 0:
-        return y, mean, invstd
+        return (y, *_empty_batch_statistics(0, eps, x.device))
     if training and E == 0:  # an empty batch: zero statistics, running ones untouched (torch)
-        mean.zero_()
-        invstd.fill_(1.0 / (float(eps) ** 0.5))
-        return y, mean, invstd
+        return (y, *_empty_batch_statistics(C, eps, x.device))
     block_e, block_c = _blocks(C, sx_c)
-    n_cblocks = triton.cdiv(C, block_c)
     i64 = _i64(E, x, y)
-    shift = alloc.empty((C,), dtype=torch.float32, device=dev)
-    mean_d = alloc.empty((C,), dtype=torch.float32, device=dev)
-    update = training and running_mean is not None and running_var is not None
-    if training:
-        P, chunk = _chunks(E, C, block_e, block_c)
-        mean_part = alloc.empty((P, C), dtype=torch.float32, device=dev)
-        m2_part = alloc.empty((P, C), dtype=torch.float32, device=dev)
-        wrap_triton(_bn_stats_kernel)[(P, n_cblocks)](x, mean_part, m2_part, C, E, S, sx_n, sx_c, sx_s,
-                                         chunk, BLOCK_E=block_e, BLOCK_C=block_c, I64=i64,
-                                         num_warps=NUM_WARPS)
-    else:
-        P, chunk, mean_part, m2_part = 0, 1, mean, mean
-    rm = running_mean if running_mean is not None else mean
-    rv = running_var if running_var is not None else mean
-    wrap_triton(_bn_finish_stats_kernel)[(triton.cdiv(C, FINISH_BLOCK_C),)](
-        x, mean_part, m2_part, rm, rv, mean, invstd, shift, mean_d, C, E, sx_c, P, chunk,
-        float(momentum), float(eps), TRAINING=training, UPDATE=update, BLOCK_C=FINISH_BLOCK_C,
-        num_warps=NUM_WARPS)
+    mean, invstd, shift, mean_d = _batch_statistics(
+        x, C, E, S, (sx_n, sx_c, sx_s), block_e, block_c, i64, running_mean, running_var,
+        training, momentum, eps)
     if E:
-        wrap_triton(_bn_apply_kernel)[(triton.cdiv(E, block_e), n_cblocks)](
+        wrap_triton(_bn_apply_kernel)[(triton.cdiv(E, block_e), triton.cdiv(C, block_c))](
             x, y, weight if weight is not None else mean, bias if bias is not None else mean,
             shift, mean_d, invstd, C, E, S, sx_n, sx_c, sx_s, sy_n, sy_c, sy_s, param_of(act),
             HAS_W=weight is not None, HAS_B=bias is not None, CODE=code_of(act),
             BLOCK_E=block_e, BLOCK_C=block_c, I64=i64, num_warps=NUM_WARPS)
     return y, mean, invstd
+
+
+def _grad_sums(grad_y, x, w_arg, b_arg, mean, invstd, act, weight, bias, training, gw, gb,
+               C, E, S, sd, sx, block_e, block_c, i64):
+    """[3, C] fp32 (sum dz, sum dz * xhat, mean(d)) of the batch (gw / gb, when given, receive
+    the parameter gradients). ``training``: mean(d) is the batch's own rounding residue, else 0
+    (eval, or statistics that are not this batch's)."""
+    dev = x.device
+    stats = alloc.empty((3, C), dtype=torch.float32, device=dev)
+    P, chunk = _chunks(E, C, block_e, block_c)
+    part = alloc.empty((3, P, C), dtype=torch.float32, device=dev)
+    wrap_triton(_bn_grad_reduce_kernel)[(P, triton.cdiv(C, block_c))](
+        grad_y, x, w_arg, b_arg, mean, invstd, part, C, E, S, *sd, *sx, chunk, param_of(act),
+        HAS_W=weight is not None, HAS_B=bias is not None, CODE=code_of(act), BLOCK_E=block_e,
+        BLOCK_C=block_c, I64=i64, num_warps=NUM_WARPS)
+    wrap_triton(_bn_grad_finish_kernel)[(triton.cdiv(C, FINISH_BLOCK_C),)](
+        part, invstd, stats, gw if gw is not None else stats, gb if gb is not None else stats,
+        C, E, P, TRAINING=training, NEED_W=gw is not None, NEED_B=gb is not None,
+        BLOCK_C=FINISH_BLOCK_C, num_warps=NUM_WARPS)
+    return stats
+
+
+def _grad_input(grad_y, x, gx, w_arg, b_arg, mean, invstd, stats, act, weight, bias,
+                training: bool, C, E, S, sd, sx, block_e, block_c, i64):
+    """gx = w invstd (dz - (stats[0] + xhat stats[1]) / E) (training) or w invstd dz."""
+    gx_v, (so_n, so_c, so_s) = _as_view3(gx)
+    wrap_triton(_bn_grad_input_kernel)[(triton.cdiv(E, block_e), triton.cdiv(C, block_c))](
+        grad_y, x, gx_v, w_arg, b_arg, mean, invstd, stats, C, E, S, *sd, *sx, so_n, so_c,
+        so_s, param_of(act), HAS_W=weight is not None, HAS_B=bias is not None,
+        CODE=code_of(act), TRAINING=training, BLOCK_E=block_e, BLOCK_C=block_c,
+        I64=i64 or _i64(E, gx_v), num_warps=NUM_WARPS)
+    if gx_v is not gx:
+        gx.copy_(gx_v)
+
+
+def _backward_views(grad_y, x):
+    """(grad_y, x as [N, C, S] views, their strides, C, E, S, block shape, i64)."""
+    C = x.shape[1]
+    E = x.numel() // C if C else 0
+    S = E // x.shape[0] if x.shape[0] else 1
+    x, sx = _as_view3(x)
+    grad_y, sd = _as_view3(grad_y)
+    block_e, block_c = _blocks(C, sx[1])
+    return grad_y, x, sd, sx, C, E, S, block_e, block_c, _i64(E, x, grad_y)
 
 
 def batch_norm_backward(grad_y, x, weight, bias, mean, invstd, act: Activation | None,
@@ -440,39 +499,69 @@ def batch_norm_backward(grad_y, x, weight, bias, mean, invstd, act: Activation |
             if t is not None:
                 t.zero_()
         return gx, gw, gb
-    S = E // x.shape[0]
-    x, (sx_n, sx_c, sx_s) = _as_view3(x)
-    grad_y, (sd_n, sd_c, sd_s) = _as_view3(grad_y)
-    block_e, block_c = _blocks(C, sx_c)
-    n_cblocks = triton.cdiv(C, block_c)
-    i64 = _i64(E, x, grad_y)
+    grad_y, x, sd, sx, C, E, S, block_e, block_c, i64 = _backward_views(grad_y, x)
     w_arg = weight if weight is not None else mean
     b_arg = bias if bias is not None else mean
-    code, param = code_of(act), param_of(act)
-    stats = alloc.empty((3, C), dtype=torch.float32, device=dev)
     if training or need_w or need_b:
-        P, chunk = _chunks(E, C, block_e, block_c)
-        part = alloc.empty((3, P, C), dtype=torch.float32, device=dev)
-        wrap_triton(_bn_grad_reduce_kernel)[(P, n_cblocks)](
-            grad_y, x, w_arg, b_arg, mean, invstd, part, C, E, S, sd_n, sd_c, sd_s,
-            sx_n, sx_c, sx_s, chunk, param, HAS_W=weight is not None, HAS_B=bias is not None,
-            CODE=code, BLOCK_E=block_e, BLOCK_C=block_c, I64=i64, num_warps=NUM_WARPS)
-        wrap_triton(_bn_grad_finish_kernel)[(triton.cdiv(C, FINISH_BLOCK_C),)](
-            part, invstd, stats, gw if need_w else stats, gb if need_b else stats, C, E, P,
-            TRAINING=training, NEED_W=need_w, NEED_B=need_b, BLOCK_C=FINISH_BLOCK_C,
-            num_warps=NUM_WARPS)
-    else:
-        stats.zero_()  # eval, dx only: mean(d) = 0 and the sums are unused
+        stats = _grad_sums(grad_y, x, w_arg, b_arg, mean, invstd, act, weight, bias, training,
+                           gw, gb, C, E, S, sd, sx, block_e, block_c, i64)
+    else:  # eval, dx only: mean(d) = 0 and the sums are unused
+        stats = alloc.empty((3, C), dtype=torch.float32, device=dev).zero_()
     if need_x:
-        gx_v, (so_n, so_c, so_s) = _as_view3(gx)
-        wrap_triton(_bn_grad_input_kernel)[(triton.cdiv(E, block_e), n_cblocks)](
-            grad_y, x, gx_v, w_arg, b_arg, mean, invstd, stats, C, E, S, sd_n, sd_c, sd_s,
-            sx_n, sx_c, sx_s, so_n, so_c, so_s, param, HAS_W=weight is not None,
-            HAS_B=bias is not None, CODE=code, TRAINING=training, BLOCK_E=block_e,
-            BLOCK_C=block_c, I64=i64 or _i64(E, gx_v), num_warps=NUM_WARPS)
-        if gx_v is not gx:
-            gx.copy_(gx_v)
+        _grad_input(grad_y, x, gx, w_arg, b_arg, mean, invstd, stats, act, weight, bias,
+                    training, C, E, S, sd, sx, block_e, block_c, i64)
     return gx, gw, gb
+
+
+# --- the stages SyncBatchNorm composes around its all-reduces -------------------------------------
+
+def batch_norm_stats(x, eps: float):
+    """x [N, C, *] -> (mean, invstd) [C] fp32 of this batch (biased variance); no output and no
+    running statistics (SyncBatchNorm's local statistics)."""
+    _check(x)
+    C = x.shape[1]
+    x, strides = _as_view3(x)
+    E = x.numel() // C if C else 0
+    if C == 0 or E == 0:
+        return _empty_batch_statistics(C, eps, x.device)
+    S = E // x.shape[0]
+    block_e, block_c = _blocks(C, strides[1])
+    mean, invstd, _, _ = _batch_statistics(x, C, E, S, strides, block_e, block_c, _i64(E, x),
+                                           None, None, True, 0.0, eps)
+    return mean, invstd
+
+
+def batch_norm_backward_reduce(grad_y, x, weight, bias, mean, invstd, act: Activation | None):
+    """-> (sum_dz, sum_dz_xhat) [C] fp32 over this batch, with dz the gradient at the
+    pre-activation and xhat = (x - mean) * invstd for the given (global) statistics."""
+    _check(x, weight=weight, bias=bias, mean=mean, invstd=invstd)
+    C = x.shape[1]
+    if x.numel() == 0:
+        zeros = alloc.empty((C,), dtype=torch.float32, device=x.device).zero_()
+        return zeros, zeros.clone()
+    grad_y, x, sd, sx, C, E, S, block_e, block_c, i64 = _backward_views(grad_y, x)
+    stats = _grad_sums(grad_y, x, weight if weight is not None else mean,
+                       bias if bias is not None else mean, mean, invstd, act, weight, bias,
+                       False, None, None, C, E, S, sd, sx, block_e, block_c, i64)
+    return stats[0].clone(), stats[1].clone()
+
+
+def batch_norm_backward_elemt(grad_y, x, weight, bias, mean, invstd, act: Activation | None,
+                              sum_dz, sum_dz_xhat, count: int):
+    """grad_x = w invstd (dz - (sum_dz + xhat sum_dz_xhat) / count): the training-mode input
+    gradient for sums and a count over every process's batch."""
+    _check(x, weight=weight, bias=bias, mean=mean, invstd=invstd)
+    gx = alloc.empty_like(x, memory_format=torch.preserve_format)
+    if x.numel() == 0:
+        return gx
+    grad_y, x, sd, sx, C, E, S, block_e, block_c, i64 = _backward_views(grad_y, x)
+    # the kernel divides by its own element count E: scale the global sums by E / count
+    stats = torch.stack([sum_dz.float() * (E / count), sum_dz_xhat.float() * (E / count),
+                         torch.zeros_like(sum_dz, dtype=torch.float32)])
+    _grad_input(grad_y, x, gx, weight if weight is not None else mean,
+                bias if bias is not None else mean, mean, invstd, stats, act, weight, bias,
+                True, C, E, S, sd, sx, block_e, block_c, i64)
+    return gx
 
 
 def aot_configs() -> list[AOTConfig]:
