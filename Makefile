@@ -44,9 +44,11 @@ demo: $(VENV)/.installed
 
 # Long randomized runs, not part of `make test`: FUZZ_TESTS are the pytest targets and FUZZ_ENV
 # the settings that scale them up (add yours to both). GPUDNN_KILL_TRIES: SIGKILLs of the trainer
-# in tests/test_checkpoint_kill.py (24 in `make test`).
-FUZZ_TESTS ?= tests/test_checkpoint_kill.py
-FUZZ_ENV ?= GPUDNN_KILL_TRIES=300
+# in tests/test_checkpoint_kill.py (24 in `make test`); GPUDNN_FUZZ_EXAMPLES: hypothesis examples
+# per op and backend in tests/test_fuzz.py (5 with a fixed seed in `make test`), drawn with a
+# random seed under GPUDNN_FUZZ_RANDOM=1.
+FUZZ_TESTS ?= tests/test_checkpoint_kill.py tests/test_fuzz.py
+FUZZ_ENV ?= GPUDNN_KILL_TRIES=300 GPUDNN_FUZZ_EXAMPLES=300 GPUDNN_FUZZ_RANDOM=1
 
 fuzz: $(VENV)/.installed
 	$(FUZZ_ENV) TRITON_INTERPRET=1 $(VPY) -m pytest -n 0 -q -s $(FUZZ_TESTS)

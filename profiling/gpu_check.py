@@ -91,7 +91,7 @@ PHASES = (
     Phase("profile-ops", 100, "(d) python -m profiling --quick --family-first --no-models: "
                               "triton cupy eager compile fused, fp32 bf16, JSON/MD/PNG"),
     Phase("profile-models", 70, "(d) python -m profiling --models-only: cnn lstm gan, "
-                                "triton cupy eager compile, fp32"),
+                                "triton cupy eager compile gpudnn+compile, fp32"),
 )
 ORDER = [p.name for p in PHASES]
 

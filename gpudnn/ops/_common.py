@@ -2,6 +2,7 @@
 parser."""
 from __future__ import annotations
 
+import math
 from typing import Any, Callable, Sequence
 
 import torch
@@ -73,3 +74,16 @@ def pair(value, name: str) -> tuple[int, int]:
     if isinstance(value, (tuple, list)) and len(value) == 1 and isinstance(value[0], int):
         return (int(value[0]), int(value[0]))
     raise ValueError(f"{name} must be an int or a pair of ints, got {value!r}")
+
+
+class IndexValueError(IndexError, ValueError):
+    """An index out of range (torch raises IndexError there): also a ValueError, so that every
+    bad argument gpudnn refuses is a ValueError, TypeError or RuntimeError."""
+
+
+def check_finite(op: str, **values: float | None) -> None:
+    """A ValueError naming the hyper-parameter when one is NaN or infinite (None is skipped): a
+    non-finite momentum, eps or learning rate would turn every value it touches into NaN."""
+    for name, value in values.items():
+        if value is not None and not math.isfinite(float(value)):
+            raise ValueError(f"{op}: {name} must be finite, got {value!r}")

@@ -16,7 +16,7 @@ from ..backend import Kernels, reference_launcher, resolve
 from ..kernels.cupy import batchnorm as cupy
 from ..kernels.triton import batchnorm as triton
 from ..reference import batchnorm as reference
-from ._common import check_tensor
+from ._common import check_finite, check_tensor
 from ._library import absent, define, like_layout
 
 __all__ = ["batch_norm"]
@@ -139,6 +139,9 @@ def batch_norm(input: torch.Tensor, running_mean: torch.Tensor | None,
                          f"{tuple(input.shape)}")
     if momentum is None or not isinstance(momentum, (int, float)):
         raise TypeError(f"batch_norm: momentum must be a float, got {momentum!r}")
+    check_finite("batch_norm", momentum=momentum, eps=eps)
+    if eps < 0:
+        raise ValueError(f"batch_norm: eps must be >= 0, got {eps!r}")
     # like torch (autocast included: batch_norm is on none of its cast lists), a 16-bit input
     # may come with float32 parameters and statistics: it then computes in float32 and returns
     # the input's dtype

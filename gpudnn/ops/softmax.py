@@ -7,7 +7,7 @@ from ..backend import Kernels, reference_launcher, resolve
 from ..kernels.cupy import softmax as cupy
 from ..kernels.triton import softmax as triton
 from ..reference import softmax as reference
-from ._common import autocast_to_float, check_tensor
+from ._common import IndexValueError, autocast_to_float, check_tensor
 from ._library import define, like_layout
 
 __all__ = ["softmax", "log_softmax"]
@@ -64,7 +64,7 @@ def _softmax(name: str, input, dim, dtype, log: bool) -> Tensor:
         raise TypeError(f"{name}: dim must be an int, got {dim!r}")
     ndim = max(input.dim(), 1)
     if not -ndim <= dim < ndim:
-        raise IndexError(f"{name}: dim {dim} out of range for input of shape "
+        raise IndexValueError(f"{name}: dim {dim} out of range for input of shape "
                          f"{tuple(input.shape)} (expected in [{-ndim}, {ndim - 1}])")
     if dtype is not None:
         input = input.to(dtype)

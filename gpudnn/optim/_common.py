@@ -7,17 +7,24 @@ from typing import Callable, Sequence
 import torch
 
 from ..backend import Kernels, resolve
+from ..ops._common import check_finite
 
 
 def reject_unsupported(optimizer: str, *, lr, betas=None, capturable: bool = False,
-                       differentiable: bool = False, fused: bool | None = None) -> None:
-    """Raise for the torch.optim options these optimizers do not implement (before torch's own
-    validation, which then gives torch's errors for bad values)."""
+                       differentiable: bool = False, fused: bool | None = None,
+                       **hyper_parameters: float) -> None:
+    """Raise for the torch.optim options these optimizers do not implement and for non-finite
+    hyper-parameters (torch lets a NaN lr or momentum through: every weight would become NaN),
+    before torch's own validation, which then gives torch's errors for bad values."""
     if isinstance(lr, torch.Tensor):
         raise TypeError(f"gpudnn.optim.{optimizer}: a Tensor lr is not supported; pass a float "
                         "(lr_schedulers work with float learning rates)")
     if betas is not None and any(isinstance(b, torch.Tensor) for b in betas):
         raise TypeError(f"gpudnn.optim.{optimizer}: Tensor betas are not supported; pass floats")
+    finite = dict(lr=lr, **hyper_parameters)
+    if betas is not None:
+        finite.update(beta1=betas[0], beta2=betas[1])
+    check_finite(f"gpudnn.optim.{optimizer}", **finite)
     if fused:
         raise ValueError(f"gpudnn.optim.{optimizer} always runs gpudnn's own multi-tensor kernel; "
                          "fused=True selects torch's fused kernel, use torch.optim for that")

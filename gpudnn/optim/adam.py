@@ -67,7 +67,8 @@ class Adam(torch.optim.Adam):
                  differentiable: bool = False, fused: bool | None = None,
                  decoupled_weight_decay: bool = False) -> None:
         reject_unsupported("Adam", lr=lr, betas=betas, capturable=capturable,
-                           differentiable=differentiable, fused=fused)
+                           differentiable=differentiable, fused=fused, eps=eps,
+                           weight_decay=weight_decay)
         super().__init__(params, lr, betas, eps, weight_decay, amsgrad, foreach=foreach,
                          maximize=maximize, capturable=capturable, differentiable=differentiable,
                          fused=fused, decoupled_weight_decay=decoupled_weight_decay)
@@ -83,7 +84,8 @@ class AdamW(torch.optim.AdamW):
                  maximize: bool = False, foreach: bool | None = None, capturable: bool = False,
                  differentiable: bool = False, fused: bool | None = None) -> None:
         reject_unsupported("AdamW", lr=lr, betas=betas, capturable=capturable,
-                           differentiable=differentiable, fused=fused)
+                           differentiable=differentiable, fused=fused, eps=eps,
+                           weight_decay=weight_decay)
         super().__init__(params, lr, betas, eps, weight_decay, amsgrad, maximize=maximize,
                          foreach=foreach, capturable=capturable, differentiable=differentiable,
                          fused=fused)

@@ -22,7 +22,8 @@ class SGD(torch.optim.SGD):
                  weight_decay: float = 0, nesterov: bool = False, *, maximize: bool = False,
                  foreach: bool | None = None, differentiable: bool = False,
                  fused: bool | None = None) -> None:
-        reject_unsupported("SGD", lr=lr, differentiable=differentiable, fused=fused)
+        reject_unsupported("SGD", lr=lr, differentiable=differentiable, fused=fused,
+                           momentum=momentum, dampening=dampening, weight_decay=weight_decay)
         super().__init__(params, lr, momentum, dampening, weight_decay, nesterov,
                          maximize=maximize, foreach=foreach, differentiable=differentiable,
                          fused=fused)
