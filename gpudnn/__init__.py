@@ -31,7 +31,11 @@ _map_kernels_from_checkout()
 
 from .backend import available_backends, get_backend, set_backend, use_backend  # noqa: E402
 from . import functional, nn, optim  # noqa: E402
+from .pruning import prune  # noqa: E402  (gpudnn.prune(...), gpudnn.prune.remove(...))
+from .quantization import quantize  # noqa: E402
+from .aten import disable, enable, enabled, enabled_stats, reset_enabled_stats  # noqa: E402
 
 __all__ = ["available_backends", "get_backend", "set_backend", "use_backend", "functional", "nn",
-           "optim",
+           "optim", "prune", "quantize", "enable", "disable", "enabled", "enabled_stats",
+           "reset_enabled_stats",
            "__version__"]

@@ -5,6 +5,8 @@
         [--data DIR] [--seed S] [model options]
     python -m gpudnn sample {lstm,gan} --out DIR [--prompt TEXT] [--length N] [--temperature T]
     python -m gpudnn demo [--out DIR]
+    python -m gpudnn quantize --out DIR [--dtype int8|fp8] [--granularity per_channel|per_tensor]
+    python -m gpudnn prune --out DIR [--method magnitude|2:4] [--amount A] [--fine-tune-epochs N]
 
 ``--backend torch`` trains the pure torch.nn twin (same network, torch's kernels) for comparison.
 Errors the user can fix (missing or corrupt checkpoint, missing data, unavailable backend or
@@ -106,6 +108,32 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--out", default=None, help="default: a new temporary folder")
     _add_runtime_options(demo)
     demo.add_argument("--no-progress", dest="progress", action="store_false")
+
+    from .pruning import METHODS
+    from .quantization import DTYPES, GRANULARITIES
+    for name, text, written in (
+            ("quantize", "weight-only int8 / fp8 quantization of a trained cnn or gan "
+             "(the gan's discriminator): accuracy and size before / after", "quantized.pt"),
+            ("prune", "prune a trained cnn or gan (the gan's discriminator), fine-tune with "
+             "the masks kept, finalize: accuracy and size before / after", "pruned.pt")):
+        p = commands.add_parser(name, help=text, description=text)
+        p.add_argument("--out", default=os.path.join("runs", "cnn"),
+                       help=f"the training folder: reads OUT/checkpoint.pt, writes OUT/{written}")
+        p.add_argument("--checkpoint", default=None, help="default: OUT/checkpoint.pt")
+        _add_runtime_options(p)
+    quantize = commands.choices["quantize"]
+    quantize.add_argument("--dtype", choices=tuple(DTYPES), default="int8",
+                          help="int8 (symmetric absmax) or fp8 (float8 e4m3fn) weights")
+    quantize.add_argument("--granularity", choices=GRANULARITIES, default="per_channel",
+                          help="one scale per output channel, or one per tensor")
+    prune = commands.choices["prune"]
+    prune.add_argument("--method", choices=METHODS, default="magnitude",
+                       help="magnitude (smallest |w| per layer) or 2:4 semi-structured")
+    prune.add_argument("--amount", type=float, default=0.5,
+                       help="fraction of each layer's weights to prune, in [0, 1) (2:4: 0.5)")
+    prune.add_argument("--fine-tune-epochs", dest="fine_tune_epochs", type=int, default=1,
+                       help="epochs of training with the masks kept before finalizing")
+    prune.add_argument("--no-progress", dest="progress", action="store_false")
     return parser
 
 
@@ -278,10 +306,98 @@ def cmd_demo(args: argparse.Namespace) -> int:
     return 0
 
 
+def _load_compressible(args: argparse.Namespace):
+    """(task, checkpoint payload, checkpoint path, device) for quantize / prune."""
+    from .models import compress
+    device = _device(args.device)
+    flavor = _select_backend(args.backend, device)
+    if flavor == "torch":
+        raise UsageError(f"{args.command} runs gpudnn's layers; --backend torch does not apply")
+    path = args.checkpoint or compress.default_checkpoint(args.out)
+    try:
+        task, payload = compress.load_task(
+            path, device, lambda name, config, dev: _make_task(name, config, dev, flavor))
+    except ValueError as exc:
+        raise UsageError(str(exc)) from None
+    return task, payload, path, device
+
+
+def _kb(n: int) -> str:
+    return f"{n / 1000:.1f} kB"
+
+
+def _report(metric_name: str, before: float, after: float, sizes_before: tuple[int, int],
+            sizes_after: tuple[int, int], written: str) -> None:
+    print(f"  {metric_name}: {100 * before:.2f}% -> {100 * after:.2f}% "
+          f"({100 * (after - before):+.2f} points)")
+    print(f"  size on disk (torch.save of the state_dict): {_kb(sizes_before[0])} -> "
+          f"{_kb(sizes_after[0])} ({sizes_after[0] / sizes_before[0]:.2f}x); gzip -9: "
+          f"{_kb(sizes_before[1])} -> {_kb(sizes_after[1])} "
+          f"({sizes_after[1] / sizes_before[1]:.2f}x)")
+    print(f"  written: {written}")
+
+
+def cmd_quantize(args: argparse.Namespace) -> int:
+    from .models import compress
+    task, payload, path, device = _load_compressible(args)
+    part = "the discriminator" if task.name == "gan" else "the model"
+    print(f"gpudnn: quantize {task.name} from {path} (epoch {payload['epoch']}): {part}'s "
+          f"Linear/Conv2d weights to {args.dtype}, {args.granularity} scales, weight-only; "
+          f"backend {_backend_label(args.backend, device)} on {device}", flush=True)
+    metric = compress.Metric(task)
+    before, sizes_before = metric(), compress.state_bytes(compress.target(task))
+    compress.quantize_task(task, args.dtype, args.granularity)
+    after, sizes_after = metric(), compress.state_bytes(compress.target(task))
+    os.makedirs(args.out, exist_ok=True)
+    written = os.path.join(args.out, compress.QUANTIZED_NAME)
+    compress.save_quantized(written, task, args.dtype, args.granularity,
+                            {"before": before, "after": after, "bytes_before": sizes_before,
+                             "bytes_after": sizes_after})
+    _report(metric.name, before, after, sizes_before, sizes_after, written)
+    return 0
+
+
+def cmd_prune(args: argparse.Namespace) -> int:
+    from .models import compress
+    from . import pruning
+    if args.fine_tune_epochs < 0:
+        raise UsageError(f"--fine-tune-epochs must be >= 0, got {args.fine_tune_epochs}")
+    task, payload, path, device = _load_compressible(args)
+    module = compress.target(task)
+    try:
+        layers, skipped = pruning.prunable_layers(module, args.method)
+        pruning._check_amount(args.amount, args.method)
+    except ValueError as exc:
+        raise UsageError(str(exc)) from None
+    part = "the discriminator" if task.name == "gan" else "the model"
+    print(f"gpudnn: prune {task.name} from {path} (epoch {payload['epoch']}): {args.method}, "
+          f"amount {args.amount:g} of {part}'s Linear/Conv2d weights, then "
+          f"{args.fine_tune_epochs} fine-tune epoch(s); backend "
+          f"{_backend_label(args.backend, device)} on {device}", flush=True)
+    for name, why in skipped.items():
+        print(f"  left dense: {name} ({why})")
+    metric = compress.Metric(task)
+    before, sizes_before = metric(), compress.state_bytes(module)
+    pruning.prune(module, args.amount, args.method, layers=layers)
+    after_pruning = metric()
+    print(f"  {metric.name} right after pruning: {100 * after_pruning:.2f}%")
+    compress.fine_tune(task, args.fine_tune_epochs, payload["epoch"] + 1, args.progress)
+    pruning.remove(module)
+    after, sizes_after = metric(), compress.state_bytes(module)
+    print(f"  {compress.sparsity_line(module)}")
+    os.makedirs(args.out, exist_ok=True)
+    written = os.path.join(args.out, compress.PRUNED_NAME)
+    compress.save_pruned(written, task, payload["epoch"] + args.fine_tune_epochs,
+                         list(payload["history"]))
+    _report(metric.name, before, after, sizes_before, sizes_after, written)
+    return 0
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     from .models.training import CheckpointError, single_threaded_blas
     args = build_parser().parse_args(argv)
-    handlers = {"train": cmd_train, "sample": cmd_sample, "demo": cmd_demo}
+    handlers = {"train": cmd_train, "sample": cmd_sample, "demo": cmd_demo,
+                "quantize": cmd_quantize, "prune": cmd_prune}
     try:
         with single_threaded_blas():  # only NumPy (the reference backend) uses BLAS threads
             return handlers[args.command](args)

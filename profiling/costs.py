@@ -119,6 +119,14 @@ def cross_entropy(rows: int, classes: int, es: int) -> Cost:
     return Cost(0, fwd, 0, fwd + bwd)
 
 
+def nll_loss(rows: int, classes: int, es: int) -> Cost:
+    """log-probabilities [N, C], target [N] int64 -> scalar loss: forward gathers one element per
+    row; backward writes the whole [N, C] gradient (zeros and -w g at the targets)."""
+    fwd = INDEX_BYTES * rows + es * rows + es
+    bwd = INDEX_BYTES * rows + es * rows * classes
+    return Cost(0, fwd, 0, fwd + bwd)
+
+
 def pointwise_loss(numel: int, es: int) -> Cost:
     """BCE-with-logits / MSE with a mean: reads x and target; backward writes grad x only."""
     fwd = 2 * es * numel + es
@@ -148,20 +156,42 @@ def pool2d(n: int, c: int, h: int, w: int, kernel: int, stride: int, padding: in
     return Cost(0, fwd, 0, fwd + bwd)
 
 
-def lstm(steps: int, batch: int, input_size: int, hidden: int, es: int) -> Cost:
-    """One layer, one direction, zero initial state: y[T, B, H] from x[T, B, I].
+def adaptive_avg_pool2d(n: int, c: int, h: int, w: int, out_h: int, out_w: int,
+                        es: int) -> Cost:
+    """Reads x, writes y; backward reads dy and writes dx."""
+    x, y = n * c * h * w, n * c * out_h * out_w
+    fwd = es * (x + y)
+    return Cost(0, fwd, 0, fwd + es * (y + x))
+
+
+def embedding(vocab: int, dim: int, ids: int, es: int) -> Cost:
+    """y[N, D] = weight[ids]: reads the ids (int64) and N rows, writes y; backward reads the ids
+    and dy and writes the whole dense weight gradient [V, D]."""
+    fwd = INDEX_BYTES * ids + 2 * es * ids * dim
+    bwd = INDEX_BYTES * ids + es * ids * dim + es * vocab * dim
+    return Cost(0, fwd, 0, fwd + bwd)
+
+def lstm(steps: int, batch: int, input_size: int, hidden: int, es: int, gates: int = 4,
+         states: int = 2) -> Cost:
+    """One layer, one direction, zero initial state: y[T, B, H] from x[T, B, I] (``gates=3,
+    states=1``: the GRU, ``gru``).
 
     FLOPs: the input projection (2·T·B·4H·I) and the recurrence (2·T·B·4H·H); backward does
     twice that (input gradient and weight gradient). Bytes: x, weights and biases read, y and
     (h_n, c_n) written; backward reads dy, x, y and the weights and writes dx and every weight
     gradient (gates are recomputable, so they are not counted)."""
-    gates = 4 * hidden
+    gates = gates * hidden
     w = gates * (input_size + hidden) + 2 * gates
-    x, y, state = steps * batch * input_size, steps * batch * hidden, 2 * batch * hidden
+    x, y, state = steps * batch * input_size, steps * batch * hidden, states * batch * hidden
     flops = 2 * steps * batch * gates * (input_size + hidden)
     fwd = es * (x + w + y + state)
     bwd = es * (y + x + y + w + x + w)
     return Cost(flops, fwd, 3 * flops, fwd + bwd)
+
+
+def gru(steps: int, batch: int, input_size: int, hidden: int, es: int) -> Cost:
+    """The GRU's ``lstm`` cost: three gates (r, z, n), one state (h_n)."""
+    return lstm(steps, batch, input_size, hidden, es, gates=3, states=1)
 
 
 def optimizer_step(params: int, es: int, kind: str) -> Cost:

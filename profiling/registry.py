@@ -12,11 +12,14 @@ are comparable (``tests/test_profiling.py`` checks that on tiny CPU shapes, ``Ca
 Shapes come from the three models in ``profiling.models`` (sources "cnn", "lstm", "gan") and
 from large problems (source "large"): dense 4096^3, softmax / cross-entropy / dropout at 2^26
 elements, ResNet batch-norm, convolution and pooling shapes (channels_last), MobileNet-style
-depthwise convolutions, LSTM hidden 256/512/1024 x batch 1/32/128 x 100 steps, and optimizer
-steps over a ResNet-50-sized parameter list.
+depthwise convolutions, LSTM hidden 256/512/1024 x batch 1/32/128 x 100 steps (GRU: batch
+32/128), and optimizer
+steps over a ResNet-50-sized parameter list; weight-only int8 / fp8 dense and conv layers and
+2:4-sparse dense layers against the bf16 GEMMs they replace (inference: forward only).
 """
 from __future__ import annotations
 
+import copy
 import math
 from dataclasses import dataclass, field, replace
 from typing import Callable
@@ -260,11 +263,64 @@ def bn_case(source, n, c, h=None, w=None, act="relu", channels_last=False):
                 lambda p, es: costs.batch_norm(p["N"], p["C"], p.get("H", 1) * p.get("W", 1), es))
 
 
+# --- layer norm / group norm ---------------------------------------------------------------------
+
+def _norm_build(p, device, dtype):
+    act_arg, act_fn = ACTIVATIONS[p["act"]]
+    shape, groups = tuple(p["shape"]), p.get("groups")
+    params = (shape[1],) if groups else shape[-1:]
+
+    def make_args():
+        weight = (1 + 0.1 * torch.randn(params, device=device)).to(dtype).requires_grad_()
+        return [_randn(shape, device, dtype), weight, _randn(params, device, dtype, scale=0.1)]
+
+    G = None
+
+    def gpudnn_call(x, w, b):
+        nonlocal G
+        G = G or _gpudnn_functional()
+        if groups:
+            return G.group_norm(x, groups, w, b, activation=act_arg())
+        return G.layer_norm(x, params, w, b, activation=act_arg())
+
+    def torch_call(x, w, b):
+        if groups:
+            return act_fn(F.group_norm(x, groups, w, b))
+        return act_fn(F.layer_norm(x, params, w, b))
+
+    return Instance(make_args, _pair_impls(gpudnn_call, torch_call))
+
+
+def _norm_cost(p, es) -> costs.Cost:
+    """Read x and the parameters, write y and the per-row mean and rstd; backward reads dy, x,
+    the parameters and the statistics, writes dx and the parameter gradients (the
+    pre-activation is recomputed from x)."""
+    shape, groups = p["shape"], p.get("groups")
+    numel = math.prod(shape)
+    params = 2 * es * (shape[1] if groups else shape[-1])
+    stats = 2 * costs.STAT_BYTES * (shape[0] * groups if groups else numel // shape[-1])
+    fwd = 2 * es * numel + params + stats
+    bwd = 3 * es * numel + 2 * params + stats
+    return costs.Cost(0, fwd, 0, fwd + bwd)
+
+
+def norm_case(source, shape, groups=None, act=None):
+    """LayerNorm over the last dim of ``shape``, or GroupNorm in ``groups`` groups."""
+    params = dict(shape=tuple(shape))
+    if groups:
+        params["groups"] = groups
+    params["act"] = act
+    tiny = dict(shape=(2, 4, 3, 5), groups=2) if groups else dict(shape=(7, 9))
+    return Case(_op_name("group_norm" if groups else "layer_norm", act), "norm", source,
+                params, tiny, _norm_build, _norm_cost)
+
+
 # --- pooling ------------------------------------------------------------------------------------
 
 def _pool_build(p, device, dtype):
-    k, s, pad, cl = p["k"], p["stride"], p.get("pad", 0), p.get("channels_last", False)
-    kind = p["_kind"]
+    cl, kind = p.get("channels_last", False), p["_kind"]
+    # max / avg: (kernel, stride, padding); adaptive_avg: (output_size,)
+    args = (p["out"],) if kind == "adaptive_avg" else (p["k"], p["stride"], p.get("pad", 0))
 
     def make_args():
         return [_randn((p["N"], p["C"], p["H"], p["W"]), device, dtype, channels_last=cl)]
@@ -274,10 +330,10 @@ def _pool_build(p, device, dtype):
     def gpudnn_call(x):
         nonlocal G
         G = G or _gpudnn_functional()
-        return getattr(G, f"{kind}_pool2d")(x, k, s, pad)
+        return getattr(G, f"{kind}_pool2d")(x, *args)
 
     def torch_call(x):
-        return getattr(F, f"{kind}_pool2d")(x, k, s, pad)
+        return getattr(F, f"{kind}_pool2d")(x, *args)
 
     return Instance(make_args, _pair_impls(gpudnn_call, torch_call))
 
@@ -291,6 +347,66 @@ def pool_case(source, kind, n, c, h, w, k, stride, pad=0, channels_last=False):
                                            p.get("pad", 0), es, p["_kind"] == "max"))
 
 
+def adaptive_pool_case(source, n, c, h, w, out, channels_last=False):
+    params = dict(N=n, C=c, H=h, W=w, out=out, _kind="adaptive_avg")
+    if channels_last:
+        params["channels_last"] = True
+    return Case("adaptive_avg_pool2d", "pool", source, params, dict(N=2, C=3, H=7, W=6),
+                _pool_build,
+                lambda p, es: costs.adaptive_avg_pool2d(p["N"], p["C"], p["H"], p["W"], p["out"],
+                                                        p["out"], es))
+
+
+# --- embedding and channel dropout ----------------------------------------------------------------
+
+def _embedding_build(p, device, dtype):
+    vocab, dim, shape = p["V"], p["D"], (p["B"], p["T"])
+
+    def make_args():
+        return [_randn((vocab, dim), device, dtype),
+                torch.randint(0, vocab, shape, device=device)]
+
+    G = None
+
+    def gpudnn_call(weight, ids):
+        nonlocal G
+        G = G or _gpudnn_functional()
+        return G.embedding(ids, weight)
+
+    return Instance(make_args, _pair_impls(gpudnn_call, lambda weight, ids: F.embedding(ids,
+                                                                                        weight)))
+
+
+def embedding_case(source, vocab, dim, batch, steps):
+    return Case("embedding", "embedding", source, dict(V=vocab, D=dim, B=batch, T=steps),
+                dict(V=11, D=5, B=3, T=4), _embedding_build,
+                lambda p, es: costs.embedding(p["V"], p["D"], p["B"] * p["T"], es))
+
+
+def _feature_dropout_build(p, device, dtype):
+    def make_args():
+        return [_randn((p["N"], p["C"], p["H"], p["W"]), device, dtype,
+                       channels_last=p.get("channels_last", False))]
+
+    G = None
+
+    def gpudnn_call(x):
+        nonlocal G
+        G = G or _gpudnn_functional()
+        return G.dropout2d(x, 0.5, True)
+
+    return Instance(make_args, _pair_impls(gpudnn_call, lambda x: F.dropout2d(x, 0.5, True)),
+                    comparable=False)
+
+
+def dropout2d_case(source, n, c, h, w, channels_last=False):
+    params = dict(N=n, C=c, H=h, W=w)
+    if channels_last:
+        params["channels_last"] = True
+    return Case("dropout2d", "dropout", source, params, dict(N=2, C=3, H=4, W=5),
+                _feature_dropout_build,
+                lambda p, es: costs.dropout(p["N"] * p["C"] * p["H"] * p["W"], es))
+
 # --- row ops: softmax, losses, dropout, activations -------------------------------------------
 
 def _rows_build(p, device, dtype):
@@ -302,6 +418,12 @@ def _rows_build(p, device, dtype):
             return [x, torch.randint(0, cols, (rows,), device=device)]
         if op == "binary_cross_entropy_with_logits":
             return [x, torch.rand((rows, cols), device=device).to(dtype)]
+        if op == "nll_loss":  # log-probabilities, as log_softmax gives them
+            log_p = torch.log_softmax(x.detach().float(), -1).to(dtype).requires_grad_(True)
+            return [log_p, torch.randint(0, cols, (rows,), device=device)]
+        if op == "binary_cross_entropy":  # probabilities in (0, 1)
+            p = (torch.rand((rows, cols), device=device) * 0.98 + 0.01).to(dtype)
+            return [p.requires_grad_(True), torch.rand((rows, cols), device=device).to(dtype)]
         if op == "mse_loss":
             return [x, _randn((rows, cols), device, dtype, grad=False)]
         return [x]
@@ -327,21 +449,25 @@ def _rows_build(p, device, dtype):
 
 _ROW_FAMILY = {"softmax": "softmax", "log_softmax": "softmax", "cross_entropy": "losses",
                "binary_cross_entropy_with_logits": "losses", "mse_loss": "losses",
+               "nll_loss": "losses", "binary_cross_entropy": "losses",
                "dropout": "dropout", "relu": "activations", "gelu": "activations",
                "silu": "activations", "tanh": "activations", "sigmoid": "activations"}
 _ROW_COST = {"softmax": costs.softmax, "log_softmax": costs.softmax,
              "dropout": costs.dropout, "binary_cross_entropy_with_logits": costs.pointwise_loss,
-             "mse_loss": costs.pointwise_loss}
+             "mse_loss": costs.pointwise_loss, "binary_cross_entropy": costs.pointwise_loss}
 
 
 def _rows_cost(p, es):
     if p["_fn"] == "cross_entropy":
         return costs.cross_entropy(p["rows"], p["cols"], es)
+    if p["_fn"] == "nll_loss":
+        return costs.nll_loss(p["rows"], p["cols"], es)
     return _ROW_COST.get(p["_fn"], costs.elementwise)(p["rows"] * p["cols"], es)
 
 
 def rows_case(source, fn, rows, cols):
-    name = {"binary_cross_entropy_with_logits": "bce_with_logits"}.get(fn, fn)
+    name = {"binary_cross_entropy_with_logits": "bce_with_logits",
+            "binary_cross_entropy": "bce"}.get(fn, fn)
     return Case(name, _ROW_FAMILY[fn], source, dict(rows=rows, cols=cols, _fn=fn),
                 dict(rows=7, cols=9), _rows_build, _rows_cost)
 
@@ -350,12 +476,13 @@ def rows_case(source, fn, rows, cols):
 
 def _lstm_build(p, device, dtype):
     T, B, I, H, L = p["T"], p["B"], p["I"], p["H"], p.get("layers", 1)
-    twin = torch.nn.LSTM(I, H, num_layers=L).to(device=device, dtype=dtype)
+    name = p.get("_module", "LSTM")  # or "GRU" (gru_case)
+    twin = getattr(torch.nn, name)(I, H, num_layers=L).to(device=device, dtype=dtype)
     leaves = {"torch": list(twin.parameters())}
 
     def gpudnn_factory():
         import gpudnn.nn
-        mine = gpudnn.nn.LSTM(I, H, num_layers=L).to(device=device, dtype=dtype)
+        mine = getattr(gpudnn.nn, name)(I, H, num_layers=L).to(device=device, dtype=dtype)
         mine.load_state_dict(twin.state_dict())
         leaves["gpudnn"] = list(mine.parameters())
         return lambda x: mine(x)[0]
@@ -374,6 +501,14 @@ def lstm_case(source, steps, batch, input_size, hidden, layers=1):
         params["layers"] = layers
     return Case("lstm", "lstm", source, params, dict(T=4, B=3, I=5, H=6), _lstm_build,
                 lambda p, es: _lstm_cost(p, es), matmul="cudnn", graph=False)
+
+
+def gru_case(source, steps, batch, input_size, hidden):
+    """One GRU layer (gpudnn.nn.GRU against torch.nn.GRU), built as the LSTM's cases are."""
+    params = dict(T=steps, B=batch, I=input_size, H=hidden, _module="GRU")
+    return Case("gru", "gru", source, params, dict(T=4, B=3, I=5, H=6), _lstm_build,
+                lambda p, es: costs.gru(p["T"], p["B"], p["I"], p["H"], es), matmul="cudnn",
+                graph=False)
 
 
 def _lstm_cost(p, es):
@@ -451,6 +586,117 @@ def optim_case(kind, shapes, label):
                 modes=("step",), graph=False)
 
 
+# --- weight-only quantized and 2:4-pruned dense / conv (inference) -----------------------------
+
+def _quant_build(p, device, dtype):
+    """gpudnn: the int8 / fp8 weight-only kernels; torch: the same layer with the dequantized
+    weight in the activations' dtype (cuBLAS / cuDNN at the bf16 or fp16 rate), so outputs
+    compare and the baseline is the dense GEMM the quantized one replaces."""
+    from gpudnn.quantization import dequantize_weight, quantize_weight
+    conv = "H" in p
+    k = p["Cin"] * p["k"] ** 2 if conv else p["K"]
+    w_shape = (p["Cout"], p["Cin"], p["k"], p["k"]) if conv else (p["N"], p["K"])
+    w = torch.randn(w_shape) / math.sqrt(k)
+    q, s = quantize_weight(w, p["qdtype"], "per_channel")
+    q, s = q.to(device), s.to(device)
+    w_deq = dequantize_weight(q, s, torch.float64).to(device=device, dtype=dtype)
+    b = (torch.randn(w_shape[0]) * 0.1).to(device=device, dtype=dtype)
+    pad = p.get("pad", 0)
+
+    def make_args():
+        shape = (p["N"], p["Cin"], p["H"], p["W"]) if conv else (p["M"], p["K"])
+        return [_randn(shape, device, dtype, grad=False, channels_last=conv)]
+
+    G = None
+
+    def gpudnn_call(x):
+        nonlocal G
+        G = G or _gpudnn_functional()
+        if conv:
+            return G.quantized_conv2d(x, q, s, b, padding=pad, activation="relu")
+        return G.quantized_linear(x, q, s, b, activation="relu")
+
+    def torch_call(x):
+        return F.relu(F.conv2d(x, w_deq, b, padding=pad) if conv else F.linear(x, w_deq, b))
+
+    return Instance(make_args, _pair_impls(gpudnn_call, torch_call))
+
+
+def _quant_cost(p, es) -> costs.Cost:
+    """The GEMM's flops; bytes: activations in and out at es, the weight at 1 byte per element
+    (int8 / fp8), float32 scales and the bias."""
+    if "H" in p:
+        ho = costs.conv_out(p["H"], p["k"], 1, p.get("pad", 0), 1)
+        wo = costs.conv_out(p["W"], p["k"], 1, p.get("pad", 0), 1)
+        rows, n, k = p["N"] * ho * wo, p["Cout"], p["Cin"] * p["k"] ** 2
+        x_elems = p["N"] * p["Cin"] * p["H"] * p["W"]
+    else:
+        rows, n, k = p["M"], p["N"], p["K"]
+        x_elems = rows * k
+    nbytes = es * (x_elems + rows * n + n) + n * k + 4 * n
+    return costs.Cost(2 * rows * n * k, nbytes, 2 * rows * n * k, nbytes)
+
+
+def quant_case(qdtype, m=None, n=None, k=None, conv=None, tiny=None):
+    """Weight-only ``qdtype`` ("int8" / "fp8") linear [M, K] x [N, K], or a 3x3 conv
+    (conv = (N, Cin, H, W, Cout)); bias and ReLU fused; inference (forward only)."""
+    if conv:
+        nb, cin, h, w, cout = conv
+        params = dict(N=nb, Cin=cin, H=h, W=w, Cout=cout, k=3, pad=1, qdtype=qdtype)
+        tiny = tiny or dict(N=2, Cin=3, H=5, W=4, Cout=4)
+        op = "quantized_conv2d"
+    else:
+        params = dict(M=m, N=n, K=k, qdtype=qdtype)
+        tiny = tiny or dict(M=5, N=7, K=9)
+        op = "quantized_linear"
+    return Case(f"{op}+{qdtype}", "quant", "large", params, tiny, _quant_build, _quant_cost,
+                matmul="cudnn" if conv else "matmul", modes=("fwd",))
+
+
+def _sparse_build(p, device, dtype):
+    """gpudnn: a 2:4-pruned Linear finalized and handed to torch's semi-structured sparse
+    kernels (``gpudnn.prune.to_semi_structured``; on the CPU, for the dry run, the dense pruned
+    layer); torch: the same masked weight through the dense GEMM."""
+    import gpudnn
+    layer = torch.nn.Linear(p["K"], p["N"])
+    gpudnn.prune.remove(gpudnn.prune(layer, method="2:4"))
+    layer = layer.to(device=device, dtype=dtype).requires_grad_(False)
+    weight, bias = layer.weight, layer.bias
+
+    def make_args():
+        return [_randn((p["M"], p["K"]), device, dtype, grad=False)]
+
+    def gpudnn_factory():
+        if torch.device(device).type == "cpu":
+            return lambda x: F.linear(x, weight, bias)
+        sparse = gpudnn.prune.to_semi_structured(copy.deepcopy(layer))
+        return lambda x: sparse(x)
+
+    return Instance(make_args, {"gpudnn": gpudnn_factory,
+                                "torch": lambda: lambda x: F.linear(x, weight, bias)})
+
+
+def sparse_case(m, n, k):
+    return Case("linear_2to4", "quant", "large", dict(M=m, N=n, K=k), dict(M=5, N=8, K=16),
+                _sparse_build, lambda p, es: costs.dense(p["M"], p["N"], p["K"], es, True, False),
+                matmul="matmul", modes=("fwd",))
+
+
+def quant_cases() -> list[Case]:
+    """int8 / fp8 weight-only against the bf16 GEMM it replaces, at token-by-token (M = 1, 16),
+    batched (256) and full (4096) rows of a 4096 x 4096 layer and a 4096 -> 11008 MLP
+    projection; a ResNet-stage 3x3 conv; 2:4 sparse tensor cores against dense at 4096^2."""
+    out = []
+    for qdtype in ("int8", "fp8"):
+        for m in (1, 16, 256, 4096):
+            out.append(quant_case(qdtype, m, 4096, 4096))
+        out.append(quant_case(qdtype, 16, 11008, 4096))
+        out.append(quant_case(qdtype, conv=(64, 256, 14, 14, 256)))
+    for m in (16, 4096):
+        out.append(sparse_case(m, 4096, 4096))
+    return out
+
+
 # --- the list ----------------------------------------------------------------------------------
 
 def model_cases() -> list[Case]:
@@ -469,7 +715,9 @@ def model_cases() -> list[Case]:
             rows_case("cnn", "cross_entropy", b, M.CNN["num_classes"])]
 
     lm, rows = M.LSTM, M.LSTM_BATCH * M.LSTM_STEPS
-    lstm = [lstm_case("lstm", M.LSTM_STEPS, M.LSTM_BATCH, lm["embed_dim"], lm["hidden_size"],
+    lstm = [embedding_case("lstm", lm["vocab_size"], lm["embed_dim"], M.LSTM_BATCH,
+                           M.LSTM_STEPS),
+            lstm_case("lstm", M.LSTM_STEPS, M.LSTM_BATCH, lm["embed_dim"], lm["hidden_size"],
                       lm["num_layers"]),
             dense_case("lstm", rows, lm["vocab_size"], lm["hidden_size"], None),
             rows_case("lstm", "cross_entropy", rows, lm["vocab_size"])]
@@ -515,11 +763,17 @@ def large_cases() -> list[Case]:
         rows_case("large", "silu", n26 // 4096, 4096),
         rows_case("large", "binary_cross_entropy_with_logits", n26 // 4096, 4096),
         rows_case("large", "mse_loss", n26 // 4096, 4096),
+        rows_case("large", "binary_cross_entropy", n26 // 4096, 4096),
+        rows_case("large", "nll_loss", 4096, 32000),   # a 32k vocabulary, after log_softmax
     ]
     # ResNet-50 at batch 64, channels_last
     for c, hw in ((64, 112), (256, 56), (512, 28), (2048, 7)):
         out.append(bn_case("large", 64, c, hw, hw, act="relu", channels_last=True))
     out.append(bn_case("large", 4096, 4096, act="relu"))   # BatchNorm1d after a wide Linear
+    # a transformer's LayerNorm (8192 tokens x 1024) and a UNet's GroupNorm (32 groups)
+    out.append(norm_case("large", (8192, 1024)))
+    out.append(norm_case("large", (8192, 1024), act="gelu"))
+    out.append(norm_case("large", (16, 256, 32, 32), groups=32, act="silu"))
     resnet_convs = [  # (Cin, H, Cout, k, stride, pad)
         (3, 224, 64, 7, 2, 3),
         (64, 56, 64, 3, 1, 1),
@@ -543,13 +797,21 @@ def large_cases() -> list[Case]:
                          channels_last=True))
     out.append(pool_case("large", "max", 64, 64, 112, 112, 3, 2, 1, channels_last=True))
     out.append(pool_case("large", "avg", 64, 256, 56, 56, 2, 2, 0, channels_last=True))
+    # the ResNet-50 head at batch 256, both layouts; the LM embedding of a 32k vocabulary; a
+    # U-Net-style channel dropout
+    out.append(adaptive_pool_case("large", 256, 2048, 7, 7, 1))
+    out.append(adaptive_pool_case("large", 256, 2048, 7, 7, 1, channels_last=True))
+    out.append(embedding_case("large", 32000, 1024, 32, 512))
+    out.append(dropout2d_case("large", 64, 256, 56, 56, channels_last=True))
     for hidden in (256, 512, 1024):
         for batch in (1, 32, 128):
             out.append(lstm_case("large", 100, batch, hidden, hidden))
+        for batch in (32, 128):
+            out.append(gru_case("large", 100, batch, hidden, hidden))
     shapes = resnet50_param_shapes()
     for kind in ("sgd", "adam", "adamw"):
         out.append(optim_case(kind, shapes, "resnet50"))
-    return out
+    return out + quant_cases()
 
 
 def all_cases() -> list[Case]:

@@ -59,17 +59,20 @@ def _nn(name: str, *args, **kwargs) -> Callable:
     return factory
 
 
-def _lstm_layer(device):
-    module = _nn("LSTM", 5, 7)().to(device)
-    x = _leaf(device, 4, 3, 5)
+def _rnn_layer(name: str) -> Callable:
+    """The builder of a recurrent layer's item: ``name`` is "LSTM" or "GRU"."""
+    def build(device):
+        module = _nn(name, 5, 7)().to(device)
+        x = _leaf(device, 4, 3, 5)
 
-    def call():
-        # on CUDA the first forward and backward of a shape run eagerly and the second capture
-        # the step loops in CUDA graphs and replay them (kernels/graphs.py): run both
-        warm = module(x)[0]
-        torch.autograd.grad(warm, [x], torch.ones_like(warm))
-        return module(x)[0]
-    return call, [x, *module.parameters()]
+        def call():
+            # on CUDA the first forward and backward of a shape run eagerly and the second
+            # capture the step loops in CUDA graphs and replay them (kernels/graphs.py): run both
+            warm = module(x)[0]
+            torch.autograd.grad(warm, [x], torch.ones_like(warm))
+            return module(x)[0]
+        return call, [x, *module.parameters()]
+    return build
 
 
 def _lstm_cell(device):
@@ -80,6 +83,12 @@ def _lstm_cell(device):
         h1, c1 = module(x, (h, c))
         return torch.cat([h1, c1], dim=1)
     return call, [x, h, c, *module.parameters()]
+
+
+def _gru_cell(device):
+    module = _nn("GRUCell", 5, 7)().to(device)
+    x, h = _leaf(device, 3, 5), _leaf(device, 3, 7)
+    return (lambda: module(x, h)), [x, h, *module.parameters()]
 
 
 def _activations(device):
@@ -116,6 +125,14 @@ def _targets(kind: str) -> Callable:
     return lambda shape: torch.randn(shape)
 
 
+def _bce(device):
+    """binary_cross_entropy on probabilities in (0, 1), with a per-row weight."""
+    import gpudnn.functional as GF
+    p = (torch.rand(6, 11) * 0.98 + 0.01).to(device).requires_grad_(True)
+    y, w = torch.rand(6, 11).to(device), torch.rand(6, 1).to(device)
+    return (lambda: GF.binary_cross_entropy(p, y, weight=w)), [p]
+
+
 # name -> (family, builder(device))
 ITEMS: dict = {
     "linear+relu": ("dense", lambda d: _module(d, _nn("Linear", 24, 16, activation="relu"),
@@ -135,10 +152,24 @@ ITEMS: dict = {
     "bce_with_logits": ("losses", lambda d: _functional(
         d, "binary_cross_entropy_with_logits", 6, 11, scale=2.0, target=_targets("prob"))),
     "mse_loss": ("losses", lambda d: _functional(d, "mse_loss", 6, 11, target=_targets("x"))),
+    "cross_entropy+options": ("losses", lambda d: _functional(
+        d, "cross_entropy", 6, 11, scale=2.0, target=_targets("class"),
+        weight=torch.rand(11).to(d), label_smoothing=0.1)),
+    "cross_entropy_probs": ("losses", lambda d: _functional(
+        d, "cross_entropy", 6, 11, scale=2.0, target=_targets("prob"),
+        weight=torch.rand(11).to(d), label_smoothing=0.1)),
+    "nll_loss": ("losses", lambda d: _functional(d, "nll_loss", 6, 11, target=_targets("class"),
+                                                 weight=torch.rand(11).to(d))),
+    "bce": ("losses", lambda d: _bce(d)),
+    "bce_with_logits+weights": ("losses", lambda d: _functional(
+        d, "binary_cross_entropy_with_logits", 6, 11, scale=2.0, target=_targets("prob"),
+        weight=torch.rand(6, 1).to(d), pos_weight=torch.rand(11).to(d) * 3)),
     "max_pool2d": ("pool", lambda d: _module(d, _nn("MaxPool2d", 3, 2, 1), 2, 3, 9, 9)),
     "avg_pool2d": ("pool", lambda d: _module(d, _nn("AvgPool2d", 2), 2, 3, 9, 9)),
-    "lstm": ("lstm", _lstm_layer),
+    "lstm": ("lstm", _rnn_layer("LSTM")),
     "lstm_cell": ("lstm", _lstm_cell),
+    "gru": ("gru", _rnn_layer("GRU")),
+    "gru_cell": ("gru", _gru_cell),
     "sgd_step": ("optim", _optimizer("SGD", lr=0.1, momentum=0.9, weight_decay=1e-4)),
     "adam_step": ("optim", _optimizer("Adam", lr=1e-3, weight_decay=1e-2)),
     "activations": ("activations", _activations),

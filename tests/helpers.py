@@ -20,14 +20,44 @@ INTERPRETER_BF16_DOT = ("the Triton interpreter's tl.dot is wrong for bfloat16 o
                         "`make test-gpu`")
 
 
-def lstm_args(gen: torch.Generator, x_shape: tuple, hidden: int) -> list:
+def lstm_args(gen: torch.Generator, x_shape: tuple, hidden: int, gates: int = 4,
+              states: int = 2) -> list:
     """float64 (x, h0, c0, w_ih, w_hh, b_ih, b_hh) of an LSTM layer (x [T, B, I]) or cell
-    (x [B, I]), drawn from ``gen`` in that order; weights scaled so the gates stay unsaturated."""
+    (x [B, I]), drawn from ``gen`` in that order; weights scaled so the gates stay unsaturated.
+    ``gates=3, states=1``: a GRU's (x, h0, w_ih, w_hh, b_ih, b_hh)."""
     batch, inp = x_shape[-2], x_shape[-1]
+    rows = gates * hidden
     return [torch.randn(shape, dtype=torch.float64, generator=gen) * scale for shape, scale in (
-        (tuple(x_shape), 1.0), ((batch, hidden), 1.0), ((batch, hidden), 1.0),
-        ((4 * hidden, inp), 0.4), ((4 * hidden, hidden), 0.3), ((4 * hidden,), 0.3),
-        ((4 * hidden,), 0.3))]
+        (tuple(x_shape), 1.0), *[((batch, hidden), 1.0)] * states,
+        ((rows, inp), 0.4), ((rows, hidden), 0.3), ((rows,), 0.3), ((rows,), 0.3))]
+
+
+def compare_recurrent(function, args64, flags, backend, device, cotangent_seed,
+                      dtype=torch.float32):
+    """A recurrent op (``function(*args, *flags)``: an LSTM or GRU layer or cell step) on
+    float64 copies of ``args64`` with the reference backend and on ``dtype`` copies with
+    ``backend``, every output poisoned with NaN first: every output and every input gradient
+    must match in the ``dtype`` row (weight gradients sum over all T*B rows)."""
+    from gpudnn.kernels.alloc import poison_outputs
+    ref_in = [a.detach().clone().requires_grad_(True) for a in args64]
+    ker_in = [a.detach().to(device=device, dtype=dtype).requires_grad_(True) for a in args64]
+    with gpudnn.use_backend("reference"):
+        ref_out = function(*ref_in, *flags)
+    with gpudnn.use_backend(backend), poison_outputs():
+        ker_out = function(*ker_in, *flags)
+    for k, (a, e) in enumerate(zip(ker_out, ref_out)):
+        assert a.dtype == dtype and a.device.type == device
+        assert_close(a, e, dtype, name=f"output {k}")
+    gen = torch.Generator().manual_seed(cotangent_seed)
+    cot = [torch.randn(o.shape, dtype=torch.float64, generator=gen) for o in ref_out]
+    torch.autograd.backward(ref_out, cot)
+    with gpudnn.use_backend(backend), poison_outputs():
+        torch.autograd.backward(ker_out, [c.to(device=device, dtype=dtype) for c in cot])
+    rows = args64[0].shape[0] * args64[0].shape[-2] if args64[0].dim() == 3 else 1
+    for k, (a, e) in enumerate(zip(ker_in, ref_in)):
+        assert a.grad.dtype == dtype
+        assert_close(a.grad, e.grad, dtype, name=f"grad of argument {k}",
+                     scale=max(1.0, rows ** 0.5))
 
 
 def kernel_backends() -> list:

@@ -117,12 +117,32 @@ row("batch_norm", "running_mean", "other device",
     lambda: F.batch_norm(t(*C3), t(3, device=META), t(3, device=META)), "device")
 row("BatchNorm2d", "input", "3-d", lambda: gnn.BatchNorm2d(3)(t(*C3)), "4D input")
 
+# --- layer norm / group norm ---------------------------------------------------------------------
+row("layer_norm", "normalized_shape", "not the trailing dims",
+    lambda: F.layer_norm(t(2, 3, 4), (3,)), "normalized_shape")
+row("layer_norm", "weight", "wrong shape", lambda: F.layer_norm(t(2, 4), (4,), t(3)), "weight")
+row("layer_norm", "eps", "NaN", lambda: F.layer_norm(t(2, 4), (4,), eps=NAN), "eps")
+row("layer_norm", "input", "integer dtype",
+    lambda: F.layer_norm(t(2, 4, dtype=torch.int64), (4,)))
+row("group_norm", "num_groups", "not dividing the channels",
+    lambda: F.group_norm(t(2, 6, 3), 4), "num_groups|groups")
+row("group_norm", "num_groups", "zero", lambda: F.group_norm(t(2, 6, 3), 0), "num_groups|groups")
+row("group_norm", "weight", "wrong length", lambda: F.group_norm(t(2, 6, 3), 3, t(5)), "weight")
+row("group_norm", "input", "1-d", lambda: F.group_norm(t(6), 3))
+row("GroupNorm", "num_channels", "not divisible", lambda: gnn.GroupNorm(4, 6),
+    "num_channels|groups")
+
 # --- dropout -------------------------------------------------------------------------------------
 row("dropout", "p", "NaN", lambda: F.dropout(t(3), NAN), "probability")
 row("dropout", "p", "above 1", lambda: F.dropout(t(3), 1.5), "probability")
 row("dropout", "p", "negative", lambda: F.dropout(t(3), -0.1), "probability")
 row("dropout", "input", "integer dtype", lambda: F.dropout(t(3, dtype=torch.int64), 0.5))
 row("Dropout", "p", "above 1", lambda: gnn.Dropout(2.0), "probability")
+row("dropout1d", "p", "NaN", lambda: F.dropout1d(t(2, 3, 4), NAN), "probability")
+row("dropout1d", "input", "4-d", lambda: F.dropout1d(t(1, 2, 3, 4), 0.5))
+row("dropout2d", "p", "above 1", lambda: F.dropout2d(t(1, 2, 3, 4), 1.5), "probability")
+row("dropout2d", "input", "0-d", lambda: F.dropout2d(torch.tensor(1.0), 0.5))
+row("dropout2d", "input", "integer dtype", lambda: F.dropout2d(t(1, 2, 3, 4, dtype=torch.int64)))
 
 # --- softmax / log_softmax -----------------------------------------------------------------------
 row("softmax", "dim", "out of range", lambda: F.softmax(t(2, 3), 2))
@@ -148,6 +168,37 @@ row("binary_cross_entropy_with_logits", "target", "shape mismatch",
     lambda: F.binary_cross_entropy_with_logits(t(2, 3), t(3, 2)), "target size")
 row("binary_cross_entropy_with_logits", "reduction", "unknown",
     lambda: F.binary_cross_entropy_with_logits(t(2), t(2), reduction="avg"))
+row("binary_cross_entropy_with_logits", "pos_weight", "not broadcastable",
+    lambda: F.binary_cross_entropy_with_logits(t(2, 3), t(2, 3), pos_weight=t(2)))
+row("binary_cross_entropy_with_logits", "weight", "requires grad",
+    lambda: F.binary_cross_entropy_with_logits(t(2, 3), t(2, 3),
+                                               weight=t(3).requires_grad_()))
+row("cross_entropy", "weight", "wrong length", lambda: F.cross_entropy(t(2, 3), TGT, weight=t(4)))
+row("cross_entropy", "weight", "other dtype",
+    lambda: F.cross_entropy(t(2, 3), TGT, weight=t(3, dtype=torch.float64)))
+row("cross_entropy", "weight", "other device",
+    lambda: F.cross_entropy(t(2, 3), TGT, weight=t(3, device=META)))
+row("cross_entropy", "label_smoothing", "above 1",
+    lambda: F.cross_entropy(t(2, 3), TGT, label_smoothing=1.5))
+row("cross_entropy", "target", "probabilities of another shape",
+    lambda: F.cross_entropy(t(2, 3), t(2, 4)))
+row("cross_entropy", "ignore_index", "with probabilities",
+    lambda: F.cross_entropy(t(2, 3), t(2, 3), ignore_index=1))
+row("nll_loss", "target", "class out of range", lambda: F.nll_loss(t(2, 3), torch.tensor([0, 3])))
+row("nll_loss", "target", "float dtype", lambda: F.nll_loss(t(2, 3), t(2)))
+row("nll_loss", "input", "0-d", lambda: F.nll_loss(torch.tensor(1.0), TGT))
+row("nll_loss", "weight", "wrong length", lambda: F.nll_loss(t(2, 3), TGT, weight=t(2)))
+row("nll_loss", "weight", "integer dtype",
+    lambda: F.nll_loss(t(2, 3), TGT, weight=t(3, dtype=torch.int64)))
+row("binary_cross_entropy", "input", "above 1", lambda: F.binary_cross_entropy(t(2) * 2, t(2) / 2))
+row("binary_cross_entropy", "input", "NaN",
+    lambda: F.binary_cross_entropy(torch.tensor([NAN, 0.5]), t(2) / 2))
+row("binary_cross_entropy", "target", "negative",
+    lambda: F.binary_cross_entropy(t(2) / 2, -t(2)))
+row("binary_cross_entropy", "target", "shape mismatch",
+    lambda: F.binary_cross_entropy(t(2, 3) / 2, t(3, 2) / 2), "target size")
+row("binary_cross_entropy", "weight", "not broadcastable",
+    lambda: F.binary_cross_entropy(t(2, 3) / 2, t(2, 3) / 2, weight=t(2)))
 row("mse_loss", "target", "not broadcastable",
     lambda: F.mse_loss(t(2, 3), t(4, 5)), "target shape")
 row("mse_loss", "input", "integer dtype",
@@ -168,6 +219,25 @@ row("avg_pool2d", "divisor_override", "zero",
     lambda: F.avg_pool2d(t(*P4), 2, divisor_override=0), "divisor")
 row("avg_pool2d", "divisor_override", "a float",
     lambda: F.avg_pool2d(t(*P4), 2, divisor_override=1.5))
+row("adaptive_avg_pool2d", "output_size", "negative", lambda: F.adaptive_avg_pool2d(t(*P4), -1))
+row("adaptive_avg_pool2d", "output_size", "three values",
+    lambda: F.adaptive_avg_pool2d(t(*P4), (2, 2, 2)))
+row("adaptive_avg_pool2d", "input", "2-d", lambda: F.adaptive_avg_pool2d(t(6, 6), 2))
+row("adaptive_avg_pool2d", "input", "empty height", lambda: F.adaptive_avg_pool2d(t(1, 2, 0, 6), 2))
+row("adaptive_avg_pool2d", "input", "integer dtype",
+    lambda: F.adaptive_avg_pool2d(t(*P4, dtype=torch.int64), 2))
+
+# --- embedding -----------------------------------------------------------------------------------
+IDS = torch.tensor([[0, 2], [4, 1]])
+row("embedding", "input", "index out of range", lambda: F.embedding(torch.tensor([5]), t(5, 3)))
+row("embedding", "input", "negative index", lambda: F.embedding(torch.tensor([-1]), t(5, 3)))
+row("embedding", "input", "float dtype", lambda: F.embedding(t(2), t(5, 3)))
+row("embedding", "input", "other device", lambda: F.embedding(IDS.to(META), t(5, 3)), "meta")
+row("embedding", "weight", "1-d", lambda: F.embedding(IDS, t(5)))
+row("embedding", "weight", "integer dtype", lambda: F.embedding(IDS, t(5, 3, dtype=torch.int64)))
+row("embedding", "padding_idx", "out of range", lambda: F.embedding(IDS, t(5, 3), padding_idx=5))
+row("embedding", "max_norm", "unsupported", lambda: F.embedding(IDS, t(5, 3), max_norm=1.0))
+row("Embedding", "sparse", "unsupported", lambda: gnn.Embedding(5, 3, sparse=True))
 row("avg_pool2d", "kernel_size", "negative", lambda: F.avg_pool2d(t(*P4), -1), "kernel size")
 
 # --- activations ---------------------------------------------------------------------------------

@@ -75,7 +75,7 @@ def test_triton_ops_trace_into_kernel_calls_for_inductor():
     # the opaque ones, by design: device pointer tables and CUDA-graph replays
     assert {n for n, op in OPS.items() if not op.traceable} == {
         "lstm_cell", "lstm_cell_backward", "lstm_layer", "lstm_layer_backward", "sgd_step",
-        "adam_step"}
+        "adam_step", "gru_cell", "gru_cell_backward", "gru_layer", "gru_layer_backward"}
 
 
 # --- modules and models under torch.compile -----------------------------------------------------
@@ -91,10 +91,16 @@ TWIN_EXAMPLES = {
     "ConvTranspose2d": lambda: (gnn.ConvTranspose2d(3, 2, 4, 2, 1, activation="tanh"),
                                 (_image(2, 3, 3, 4),)),
     "BatchNorm1d": lambda: (gnn.BatchNorm1d(4, activation="silu"), (_image(5, 4),)),
+    "LayerNorm": lambda: (gnn.LayerNorm((3, 4), activation="gelu"), (_image(2, 5, 3, 4),)),
+    "GroupNorm": lambda: (gnn.GroupNorm(2, 4, activation="silu"), (_image(2, 4, 3, 3),)),
     "BatchNorm2d": lambda: (gnn.BatchNorm2d(3, bias=False), (_image(2, 3, 4, 4),)),
     # one process: SyncBatchNorm is BatchNorm (tests/test_sync_batchnorm.py runs two)
     "SyncBatchNorm": lambda: (gnn.SyncBatchNorm(3, activation="relu"), (_image(2, 3, 4, 4),)),
     "Dropout": lambda: (gnn.Dropout(0.3), (_image(3, 4),)),
+    "Dropout1d": lambda: (gnn.Dropout1d(0.3), (_image(3, 4, 5),)),
+    "Dropout2d": lambda: (gnn.Dropout2d(0.4), (_image(2, 3, 4, 5),)),
+    "Embedding": lambda: (gnn.Embedding(7, 4, padding_idx=0),
+                          (torch.tensor([[1, 0, 6], [3, 3, 2]], device=DEVICE),)),
     "Softmax": lambda: (gnn.Softmax(dim=1), (_image(3, 5),)),
     "LogSoftmax": lambda: (gnn.LogSoftmax(dim=-1), (_image(3, 5),)),
     "ReLU": lambda: (gnn.ReLU(), (_image(3, 5),)),
@@ -105,12 +111,20 @@ TWIN_EXAMPLES = {
     "SiLU": lambda: (gnn.SiLU(), (_image(3, 5),)),
     "MaxPool2d": lambda: (gnn.MaxPool2d(3, 2, 1), (_image(2, 3, 7, 6),)),
     "AvgPool2d": lambda: (gnn.AvgPool2d(2), (_image(2, 3, 6, 6),)),
+    "AdaptiveAvgPool2d": lambda: (gnn.AdaptiveAvgPool2d((3, None)), (_image(2, 3, 7, 5),)),
     "LSTM": lambda: (gnn.LSTM(3, 4, num_layers=2, batch_first=True, bidirectional=True),
                      (_image(2, 5, 3),)),
     "LSTMCell": lambda: (gnn.LSTMCell(3, 4), (_image(2, 3),)),
-    "CrossEntropyLoss": lambda: (gnn.CrossEntropyLoss(),
+    "GRU": lambda: (gnn.GRU(3, 4, num_layers=2, bidirectional=True), (_image(5, 2, 3),)),
+    "GRUCell": lambda: (gnn.GRUCell(3, 4), (_image(2, 3), _image(2, 4))),
+    "CrossEntropyLoss": lambda: (gnn.CrossEntropyLoss(torch.rand(5), label_smoothing=0.1),
                                  (_image(4, 5), torch.tensor([0, 4, 2, 1], device=DEVICE))),
-    "BCEWithLogitsLoss": lambda: (gnn.BCEWithLogitsLoss(), (_image(4, 3), _image(4, 3).sigmoid())),
+    "NLLLoss": lambda: (gnn.NLLLoss(torch.rand(5), ignore_index=2),
+                        (_image(4, 5).log_softmax(1), torch.tensor([0, 4, 2, 1], device=DEVICE))),
+    "BCEWithLogitsLoss": lambda: (gnn.BCEWithLogitsLoss(torch.rand(3), pos_weight=torch.rand(3)),
+                                  (_image(4, 3), _image(4, 3).sigmoid())),
+    "BCELoss": lambda: (gnn.BCELoss(torch.rand(4, 1)), (_image(4, 3).sigmoid(),
+                                                        _image(4, 3).sigmoid())),
     "MSELoss": lambda: (gnn.MSELoss(reduction="sum"), (_image(4, 3), _image(4, 3))),
 }
 

@@ -52,7 +52,7 @@ def test_fold_gpudnn_conv_bn_relu_runs_as_one_kernel(device):
     gen = torch.Generator().manual_seed(1)
     torch.manual_seed(1)
     model = nn.Sequential(nn.Conv2d(3, 5, 3, padding=1), _eval_bn(5, gen), nn.ReLU()).eval()
-    fused = gpudnn.nn.convert(model, fold_batchnorm=True).to(device)
+    fused = gpudnn.nn.convert(model, inplace=False, fold_batchnorm=True).to(device)
     assert isinstance(fused[0], gpudnn.nn.Conv2d) and fused[0].activation is not None
     assert isinstance(fused[1], nn.Identity) and isinstance(fused[2], nn.Identity)
     x = torch.randn(2, 3, 6, 5, generator=gen)

@@ -11,7 +11,8 @@ import gpudnn.nn as gnn
 from gpudnn.kernels import graphs
 from gpudnn.ops.lstm import lstm_layer
 from gpudnn.testing import assert_close
-from helpers import DEVICE, lstm_args
+from graph_capture import RecordedGraph, emulated_captures
+from helpers import lstm_args
 
 triton_lstm = pytest.importorskip("gpudnn.kernels.triton.lstm")
 from gpudnn.kernels.triton._table import (TABLE_SLOTS, addresses_aligned,  # noqa: E402
@@ -21,71 +22,11 @@ F32, F64 = torch.float32, torch.float64
 _STEP_KERNELS = ("_lstm_step_forward_kernel", "_lstm_step_backward_kernel")
 
 
-class _RecordedGraph:
-    def __init__(self, launches, stats):
-        self.launches, self.stats = launches, stats
-
-    def replay(self):
-        self.stats["replays"] += 1
-        for kernel, grid, args, kwargs in self.launches:
-            kernel[grid](*args, **kwargs)
-
-
-class _CountedGraph:
-    """A real CUDA graph whose replays are counted."""
-
-    def __init__(self, graph, stats):
-        self.graph, self.stats = graph, stats
-
-    def replay(self):
-        self.stats["replays"] += 1
-        self.graph.replay()
-
-
-class _Recorder:
-    """Stands in for a Triton kernel during an emulated capture."""
-
-    def __init__(self, kernel, launches):
-        self.kernel, self.launches = kernel, launches
-
-    def __getitem__(self, grid):
-        def launch(*args, **kwargs):
-            tensors = [a for a in (*args, *kwargs.values()) if isinstance(a, torch.Tensor)]
-            assert len(tensors) == 1 and tensors[0].dtype == torch.int64 \
-                and tensors[0].numel() == TABLE_SLOTS, \
-                "a captured launch may take no tensor but the pointer table"
-            self.launches.append((self.kernel, grid, args, kwargs))
-        return launch
-
-
 @pytest.fixture
 def capture_stats(monkeypatch):
     """Counts of captures and replays; on the CPU captures are emulated (see the module
     docstring), on CUDA they are real."""
-    stats = {"captures": 0, "replays": 0}
-    triton_lstm._FORWARD_LOOPS.clear()
-    triton_lstm._BACKWARD_LOOPS.clear()
-    real_capture = graphs._capture
-
-    def capture(fn, device):
-        stats["captures"] += 1
-        if device.type == "cuda":
-            return _CountedGraph(real_capture(fn, device), stats)
-        launches = []
-        with monkeypatch.context() as patch:
-            for name in _STEP_KERNELS:
-                patch.setattr(triton_lstm, name, _Recorder(getattr(triton_lstm, name), launches))
-            fn()
-        assert launches, "the capture recorded no launch"
-        return _RecordedGraph(launches, stats)
-
-    monkeypatch.setattr(graphs, "_capture", capture)
-    monkeypatch.setattr(graphs, "_failure", [])
-    if DEVICE != "cuda":
-        monkeypatch.setattr(graphs, "_can_capture", lambda device: True)
-    yield stats
-    triton_lstm._FORWARD_LOOPS.clear()
-    triton_lstm._BACKWARD_LOOPS.clear()
+    yield from emulated_captures(monkeypatch, triton_lstm, _STEP_KERNELS)
 
 
 # --- the cache -----------------------------------------------------------------------------
@@ -99,7 +40,7 @@ def _counting(log):
 def _fake_capture(stats):
     def capture(fn, device):
         stats["captures"] += 1
-        return _RecordedGraph([], stats)
+        return RecordedGraph([], stats)
     return capture
 
 

@@ -249,14 +249,17 @@ def test_lstm_bad_input():
 
 
 @pytest.mark.parametrize("cls,args", [(gnn.LSTM, dict(num_layers=2, bidirectional=True)),
-                                      (gnn.LSTMCell, {})], ids=["LSTM", "LSTMCell"])
-def test_lstm_float32_on_device(cls, args, device):
+                                      (gnn.LSTMCell, {}),
+                                      (gnn.GRU, dict(num_layers=2, bidirectional=True)),
+                                      (gnn.GRUCell, {})],
+                         ids=["LSTM", "LSTMCell", "GRU", "GRUCell"])
+def test_recurrent_float32_on_device(cls, args, device):
     # CUDA: the GPU kernels against torch's; CPU: the reference (the interpreter is slow here)
     torch.manual_seed(14)
     theirs = getattr(torch.nn, cls.__name__)(5, 6, **args)
     ours = cls(5, 6, **args)
     ours.load_state_dict(theirs.state_dict())
-    x = torch.randn(4, 3, 5) if cls is gnn.LSTM else torch.randn(3, 5)
+    x = torch.randn(4, 3, 5) if issubclass(cls, torch.nn.RNNBase) else torch.randn(3, 5)
     compare_float32_on_device(ours, theirs, x, device=device, grad_scale=10.0)
 
 

@@ -12,7 +12,8 @@ import gpudnn.nn as gnn
 from gpudnn.kernels.alloc import poison_outputs
 from gpudnn.ops.lstm import lstm_cell_step, lstm_layer
 from gpudnn.testing import assert_close
-from helpers import DEVICE, INTERPRETER_BF16_DOT, kernel_backends, launcher, lstm_args
+from helpers import (DEVICE, INTERPRETER_BF16_DOT, compare_recurrent, kernel_backends,
+                     launcher, lstm_args)
 
 F32, F64 = torch.float32, torch.float64
 
@@ -30,32 +31,6 @@ def _randn(*shape, gen, device="cpu"):
     return torch.randn(shape, dtype=F64, generator=gen).to(device)
 
 
-def _compare_functions(function, args64, flags, backend, device, cotangent_seed, dtype=F32):
-    """Run ``function`` on float64 copies with the reference backend and on ``dtype`` copies
-    with ``backend``; compare every output and every input gradient in the ``dtype`` row."""
-    ref_in = [a.detach().clone().requires_grad_(True) for a in args64]
-    ker_in = [a.detach().to(device=device, dtype=dtype).requires_grad_(True) for a in args64]
-    with gpudnn.use_backend("reference"):
-        ref_out = function(*ref_in, *flags)
-    with gpudnn.use_backend(backend), poison_outputs():
-        ker_out = function(*ker_in, *flags)
-    names = ("y", "h_n", "c_n") if len(ref_out) == 3 else ("h'", "c'")
-    for name, a, e in zip(names, ker_out, ref_out):
-        assert a.dtype == dtype and a.device.type == device
-        assert_close(a, e, dtype, name=name)
-    gen = torch.Generator().manual_seed(cotangent_seed)
-    cot = [torch.randn(o.shape, dtype=F64, generator=gen) for o in ref_out]
-    torch.autograd.backward(ref_out, cot)
-    with gpudnn.use_backend(backend), poison_outputs():
-        torch.autograd.backward(ker_out, [c.to(device=device, dtype=dtype) for c in cot])
-    grad_names = ("x", "h0", "c0", "w_ih", "w_hh", "b_ih", "b_hh")
-    rows = args64[0].shape[0] * args64[0].shape[-2] if args64[0].dim() == 3 else 1
-    for name, a, e in zip(grad_names, ker_in, ref_in):
-        # weight gradients sum over all T*B rows
-        assert a.grad.dtype == dtype
-        assert_close(a.grad, e.grad, dtype, name=f"grad {name}", scale=max(1.0, rows ** 0.5))
-
-
 @pytest.mark.parametrize("backend", kernel_backends())
 @pytest.mark.parametrize("steps,batch,input_size,hidden,reverse", [
     (9, 3, 5, 33, False),   # hidden = 2 blocks + 1
@@ -66,7 +41,7 @@ def _compare_functions(function, args64, flags, backend, device, cotangent_seed,
 def test_layer_matches_reference(backend, device, steps, batch, input_size, hidden, reverse):
     gen = torch.Generator().manual_seed(steps * 100 + batch * 10 + hidden + reverse)
     args = lstm_args(gen, (steps, batch, input_size), hidden)
-    _compare_functions(lstm_layer, args, (reverse,), backend, device, cotangent_seed=1)
+    compare_recurrent(lstm_layer, args, (reverse,), backend, device, cotangent_seed=1)
 
 
 @pytest.mark.parametrize("backend", kernel_backends())
@@ -77,7 +52,7 @@ def test_layer_float16_matches_reference(backend, device):
     gen = torch.Generator().manual_seed(21)
     steps, batch, inp, hidden = 5, 2, 6, 17
     args = lstm_args(gen, (steps, batch, inp), hidden)
-    _compare_functions(lstm_layer, args, (False,), backend, device, cotangent_seed=4,
+    compare_recurrent(lstm_layer, args, (False,), backend, device, cotangent_seed=4,
                        dtype=torch.float16)
 
 
@@ -87,7 +62,7 @@ def test_layer_bfloat16_on_gpu(backend, device):
     gen = torch.Generator().manual_seed(22)
     steps, batch, inp, hidden = 5, 40, 6, 33
     args = lstm_args(gen, (steps, batch, inp), hidden)
-    _compare_functions(lstm_layer, args, (True,), backend, device, cotangent_seed=5,
+    compare_recurrent(lstm_layer, args, (True,), backend, device, cotangent_seed=5,
                        dtype=torch.bfloat16)
 
 
@@ -96,7 +71,7 @@ def test_layer_bfloat16_on_gpu(backend, device):
 def test_cell_matches_reference(backend, device, batch, hidden):
     gen = torch.Generator().manual_seed(batch + hidden)
     args = lstm_args(gen, (batch, 6), hidden)
-    _compare_functions(lstm_cell_step, args, (), backend, device, cotangent_seed=2)
+    compare_recurrent(lstm_cell_step, args, (), backend, device, cotangent_seed=2)
 
 
 def _module_pair(device, input_size, hidden, **kwargs):

@@ -172,8 +172,8 @@ def test_bad_input_errors():
         convt(torch.randn(1, 4, 5, 5))
     with pytest.raises(ValueError, match="3 or 4 dimensions"):
         convt(torch.randn(5, 5))
-    with pytest.raises(NotImplementedError, match="return_indices"):
-        gnn.MaxPool2d(2, return_indices=True)(torch.randn(1, 1, 4, 4))
+    y, indices = gnn.MaxPool2d(2, return_indices=True)(torch.randn(1, 1, 4, 4))  # supported
+    assert indices.dtype == torch.int64 and indices.shape == y.shape
     with pytest.raises(RuntimeError, match="pad should be at most half"):
         gnn.MaxPool2d(3, padding=2)(torch.randn(1, 1, 9, 9))
     with pytest.raises(RuntimeError, match="Output size is too small"):

@@ -267,6 +267,50 @@ for _t, _name in ((False, "conv2d"), (True, "conv_transpose2d")):
                    c_out=_c_out)
 
 
+# --- weight-only quantized linear / conv2d (inference only: no gradients) -----------------------
+
+def _quantized_case(id, conv, act, kind="plain", x_shape=None, n_out=4, fp8=False):
+    """The oracle: torch's linear / conv2d on the dequantized weight. The inputs are detached
+    (the quantized ops have no backward), so only the outputs are compared."""
+    from gpudnn.quantization import dequantize_weight, quantize_weight
+    act_arg, torch_act = FUSED[act]
+    x_shape = x_shape or ((2, 3, 4, 4) if conv else (3, 5))
+    k = x_shape[1] if conv else x_shape[-1]
+    gen = torch.Generator().manual_seed(zlib.crc32(id.encode()))
+    q, s = quantize_weight(randn(gen, n_out, k, *((3, 3) if conv else ())),
+                           "fp8" if fp8 else "int8")
+    b = randn(gen, n_out, scale=0.1)
+    opts = dict(padding=1) if conv else {}
+
+    def make(gen):
+        return (poison(randn(gen, *x_shape), kind, (0, 1, 1, 2) if conv else (1, 2)),), ()
+
+    def ours(aux, x):
+        if gpudnn.get_backend() == "cupy":
+            pytest.skip("the quantized layers have Triton and reference kernels only")
+        fn = GF.quantized_conv2d if conv else GF.quantized_linear
+        return fn(x.detach(), q.to(x.device), s.to(x.device), b.to(x.device),
+                  activation=act_arg, **opts)
+
+    def theirs(aux, x):
+        w = dequantize_weight(q, s).to(x.device)
+        return torch_act((F.conv2d if conv else F.linear)(x.detach(), w, b.to(x.device), **opts))
+
+    case(id, make, ours, theirs, scale=KIND_SCALE.get(kind, 1.0))
+
+
+for _conv, _name in ((False, "quantized_linear"), (True, "quantized_conv2d")):
+    for _act in (None, "relu", "gelu"):
+        for _kind in ("nan", "inf", "-inf", "-0", "huge"):
+            _quantized_case(f"{_name}-{_act}-{_kind}", _conv, _act, _kind)
+    _quantized_case(f"{_name}-relu-nan-fp8", _conv, "relu", "nan", fp8=True)
+for _shape in ((0, 5), (3, 0), (2, 0, 5)):
+    _quantized_case(f"quantized_linear-relu-empty{_shape}", False, "relu", x_shape=_shape)
+_quantized_case("quantized_linear-relu-empty-out", False, "relu", n_out=0)
+for _shape in ((0, 3, 4, 4), (2, 3, 4, 0)):
+    _quantized_case(f"quantized_conv2d-relu-empty{_shape}", True, "relu", x_shape=_shape)
+
+
 # --- batch norm, training and eval, with each fused activation ----------------------------------
 
 def _batch_norm_case(id, training, act, x_shape=(4, 3), kind="plain", where=(1, 1),
@@ -314,6 +358,92 @@ for _training in (True, False):
         _batch_norm_case(f"batch_norm-{_mode}-relu-empty{_shape}", _training, "relu", _shape,
                          affine=_shape[1] > 0)
     _batch_norm_case(f"batch_norm-{_mode}-relu-empty(0,)", _training, "relu", (0,), affine=False)
+
+
+# --- layer norm / group norm with each fused activation ------------------------------------------
+#
+# x [3, 5] (layer norm over the last dim) and [2, 4, 3] in 2 groups: "nan" / "inf" / "-inf" at one
+# element poison its row (torch: that row NaN everywhere, the other rows untouched); "const" rows
+# (zero variance, rstd = 1/sqrt(eps)); "long" rows past one block (8192) with NaN
+# in the last block of one row and +inf in another (the online path). Group norm over a spatial
+# size of 0 is left out: torch returns a NaN grad_weight there (0 * its rstd of NaN), gpudnn the
+# sum over no elements, 0 (tests/test_norm.py).
+
+def _norm_input(gen, kind, x_shape, where):
+    x = randn(gen, *x_shape)
+    if kind == "const":  # powers of two: torch's own group norm grad_weight, sum(dy * x) -
+        x[1] = 0.5       # mean * sum(dy), then cancels exactly as ours (exact zeros) does
+        if x.shape[0] > 2:
+            x[2] = -4.0
+        return x
+    if kind == "long":
+        x[0, ..., -2] = NAN
+        x[1, ..., -1] = INF
+        return x
+    return poison(x, kind, where)
+
+
+def _norm_case(id, group, act, kind="plain", x_shape=None, where=None, poison_arg=0,
+               affine=True, groups=2, normalized=1):
+    act_arg, torch_act = FUSED[act]
+    x_shape = x_shape or ((2, 4, 3) if group else (3, 5))
+    where = where or ((1, 2, 1) if group else (1, 2))
+    params = tuple(x_shape[1:2]) if group else tuple(x_shape[len(x_shape) - normalized:])
+
+    def make(gen):
+        args = [_norm_input(gen, kind if poison_arg == 0 else "plain", x_shape, where)]
+        if affine:
+            args += [1.0 + randn(gen, *params, scale=0.2), randn(gen, *params, scale=0.1)]
+        if poison_arg:
+            args[poison_arg] = poison(args[poison_arg], kind, where)
+        return tuple(args), ()
+
+    if group:
+        def ours(aux, x, w=None, b=None):
+            return GF.group_norm(x, groups, w, b, activation=act_arg)
+
+        def theirs(aux, x, w=None, b=None):
+            return torch_act(F.group_norm(x, groups, w, b))
+    else:
+        def ours(aux, x, w=None, b=None):
+            return GF.layer_norm(x, params, w, b, activation=act_arg)
+
+        def theirs(aux, x, w=None, b=None):
+            return torch_act(F.layer_norm(x, params, w, b))
+
+    case(id, make, ours, theirs, scale=KIND_SCALE.get(kind, 1.0))
+
+
+for _group, _name in ((False, "layer_norm"), (True, "group_norm")):
+    for _act in FUSED:
+        for _kind in ("nan", "inf"):
+            _norm_case(f"{_name}-{_act}-{_kind}", _group, _act, _kind)
+    for _kind in ("-inf", "-0", "huge", "const"):
+        _norm_case(f"{_name}-relu-{_kind}", _group, "relu", _kind)
+    _norm_case(f"{_name}-None-const", _group, None, "const")
+    _norm_case(f"{_name}-gelu-long", _group, "gelu", "long",
+               x_shape=(2, 2, 4100) if _group else (2, 8200), groups=1)
+    _norm_case(f"{_name}-sigmoid-nan_weight", _group, "sigmoid", "nan", where=(2,),
+               poison_arg=1)
+    _norm_case(f"{_name}-relu-inf_bias", _group, "relu", "inf", where=(1,), poison_arg=2)
+    _norm_case(f"{_name}-None-nan-noaffine", _group, None, "nan", affine=False)
+_norm_case("layer_norm-silu-nan-2d_shape", False, "silu", "nan", x_shape=(2, 3, 4),
+           where=(1, 2, 0), normalized=2)
+_norm_case("group_norm-silu-nan-channels_only", True, "silu", "nan", x_shape=(3, 4),
+           where=(1, 3))
+_norm_case("group_norm-relu-inf-2d", True, "relu", "inf", x_shape=(2, 4, 2, 3),
+           where=(0, 3, 1, 2))
+for _shape in ((0, 5), (3, 0), (2, 0, 3)):
+    _norm_case(f"layer_norm-relu-empty{_shape}", False, "relu", x_shape=_shape)
+for _shape in ((0, 4, 3), (0, 4), (2, 0, 3)):
+    _norm_case(f"group_norm-relu-empty{_shape}", True, "relu", x_shape=_shape,
+               groups=1 if _shape[1] == 0 else 2)
+# refused by torch, so by gpudnn: a 1-d input, channels that do not split into the groups, a
+# normalized_shape that is not the input's trailing dims
+_norm_case("group_norm-relu-1d", True, "relu", x_shape=(4,), affine=False)
+_norm_case("group_norm-relu-indivisible", True, "relu", x_shape=(2, 4, 3), groups=3)
+case("layer_norm-mismatched_shape", lambda gen: ((randn(gen, 3, 5),), ()),
+     lambda aux, x: GF.layer_norm(x, (4,)), lambda aux, x: F.layer_norm(x, (4,)))
 
 
 # --- softmax / log_softmax ---------------------------------------------------------------------
@@ -463,6 +593,127 @@ for _reduction in ("none", "mean", "sum"):
                  lambda aux, x, t, f=_torch_fn, r=_reduction: f(x, t, reduction=r))
 
 
+# class weights, label smoothing, probability targets, NLL, BCE on probabilities: the weights are
+# constants of the call (torch refuses weights that require grad), on the inputs' device
+CLASS_WEIGHT = [0.5, 2.0, 0.0, 1.0, 3.0]  # class 2 weighs nothing
+ZERO_WEIGHT_TARGETS = [2, 2, IGNORE, 2]    # every counted target of weight 0: NaN mean, as torch
+# 4x5 class probabilities, 0 where the "specials" / "neg" logits hold -inf and elsewhere
+PROBS = [[0.0, 0.5, 0.0, 0.5, 0.0], [0.0, 1.0, 0.0, 0.0, 0.0],
+         [0.2, 0.2, 0.2, 0.2, 0.2], [0.0, 0.0, 0.0, 1.0, 0.0]]
+
+
+def _loss_options(x, weight=None, pos_weight=None, **kw):
+    if weight is not None:
+        kw["weight"] = torch.tensor(weight, dtype=x.dtype, device=x.device)
+    if pos_weight is not None:
+        kw["pos_weight"] = torch.tensor(pos_weight, dtype=x.dtype, device=x.device)
+    return kw
+
+
+def _loss_case(id, make, ours, theirs, scale=1.0, **options):
+    case(id, make, lambda aux, x, t: ours(x, t, **_loss_options(x, **options)),
+         lambda aux, x, t: theirs(x, t, **_loss_options(x, **options)), scale=scale)
+
+
+for _reduction in ("none", "mean", "sum"):
+    _r = {"reduction": _reduction}
+    _index = dict(_r, ignore_index=IGNORE)
+    for _kind in ("specials", "neg", "huge"):
+        for _tag, _opts in (("weight", dict(weight=CLASS_WEIGHT)),
+                            ("smooth", dict(label_smoothing=0.1)),
+                            ("weight_smooth", dict(weight=CLASS_WEIGHT, label_smoothing=0.3))):
+            # 1e4-scale logits: the gradient's probabilities come from the float32 lse
+            _loss_case(f"cross_entropy-{_tag}-{_kind}-{_reduction}",
+                       lambda gen, k=_kind: ((_ce_logits(k), torch.tensor([0, 1, 3, 2])), ()),
+                       GF.cross_entropy, F.cross_entropy, KIND_SCALE.get(_kind, 1.0), **_index,
+                       **_opts)
+            _loss_case(f"cross_entropy-probs-{_tag}-{_kind}-{_reduction}",
+                       lambda gen, k=_kind: ((_ce_logits(k), torch.tensor(PROBS)), ()),
+                       GF.cross_entropy, F.cross_entropy, **_r, **_opts)
+        _loss_case(f"cross_entropy-probs-{_kind}-{_reduction}",
+                   lambda gen, k=_kind: ((_ce_logits(k), torch.tensor(PROBS)), ()),
+                   GF.cross_entropy, F.cross_entropy, **_r)
+        for _tag, _opts in (("", {}), ("weight-", dict(weight=CLASS_WEIGHT))):
+            # log-probabilities with NaN, -inf at the target (+inf loss; NaN at weight 0), +inf
+            _loss_case(f"nll_loss-{_tag}{_kind}-{_reduction}",
+                       lambda gen, k=_kind: ((_ce_logits(k), torch.tensor([0, 2, 1, 2])), ()),
+                       GF.nll_loss, F.nll_loss, **_index, **_opts)
+    for _tag, _opts in (("weight", dict(weight=CLASS_WEIGHT)),
+                        ("weight_smooth", dict(weight=CLASS_WEIGHT, label_smoothing=0.2))):
+        # ignored NaN / -inf rows with weights; every row ignored; zero-weight targets only
+        _loss_case(f"cross_entropy-{_tag}-ignored-{_reduction}",
+                   lambda gen: ((_ce_logits("specials"), torch.tensor([IGNORE, IGNORE, 3, 1])), ()),
+                   GF.cross_entropy, F.cross_entropy, **_index, **_opts)
+        _loss_case(f"cross_entropy-{_tag}-all_ignored-{_reduction}",
+                   lambda gen: ((_ce_logits("specials"), torch.full((4,), IGNORE)), ()),
+                   GF.cross_entropy, F.cross_entropy, **_index, **_opts)
+        _loss_case(f"cross_entropy-{_tag}-zero_weight-{_reduction}",
+                   lambda gen: ((randn(gen, 4, 5), torch.tensor(ZERO_WEIGHT_TARGETS)), ()),
+                   GF.cross_entropy, F.cross_entropy, **_index, **_opts)
+    _loss_case(f"cross_entropy-probs-specials_target-{_reduction}",
+               lambda gen: ((randn(gen, 3, 5), specials(shift=2)), ()),
+               GF.cross_entropy, F.cross_entropy, **_r, weight=CLASS_WEIGHT, label_smoothing=0.1)
+    _loss_case(f"cross_entropy-probs-spatial-{_reduction}",
+               lambda gen: ((randn(gen, 2, 5, 3), randn(gen, 2, 5, 3).softmax(1)), ()),
+               GF.cross_entropy, F.cross_entropy, **_r, weight=CLASS_WEIGHT)
+    _loss_case(f"cross_entropy-probs-empty(0,5)-{_reduction}",
+               lambda gen: ((torch.empty(0, 5), torch.empty(0, 5)), ()),
+               GF.cross_entropy, F.cross_entropy, **_r)
+    _loss_case(f"nll_loss-weight-ignored-{_reduction}",
+               lambda gen: ((_ce_logits("specials"), torch.tensor([IGNORE, IGNORE, 3, 1])), ()),
+               GF.nll_loss, F.nll_loss, **_index, weight=CLASS_WEIGHT)
+    _loss_case(f"nll_loss-weight-all_ignored-{_reduction}",
+               lambda gen: ((_ce_logits("specials"), torch.full((4,), IGNORE)), ()),
+               GF.nll_loss, F.nll_loss, **_index, weight=CLASS_WEIGHT)
+    _loss_case(f"nll_loss-zero_weight-{_reduction}",
+               lambda gen: ((randn(gen, 4, 5).log_softmax(1),
+                             torch.tensor(ZERO_WEIGHT_TARGETS)), ()),
+               GF.nll_loss, F.nll_loss, **_index, weight=CLASS_WEIGHT)
+    _loss_case(f"nll_loss-zero_weight_at_-inf-{_reduction}",
+               lambda gen: ((torch.tensor([[-INF, 0.0, -INF, -1.0, -2.0]]), torch.tensor([2])), ()),
+               GF.nll_loss, F.nll_loss, **_index, weight=CLASS_WEIGHT)
+    _loss_case(f"nll_loss-spatial-{_reduction}",
+               lambda gen: ((randn(gen, 2, 5, 3).log_softmax(1),
+                             torch.tensor([[0, IGNORE, 4], [2, 1, 3]])), ()),
+               GF.nll_loss, F.nll_loss, **_index, weight=CLASS_WEIGHT)
+    _loss_case(f"nll_loss-unbatched-{_reduction}",
+               lambda gen: ((torch.tensor([-0.5, -INF, NAN]), torch.tensor(1)), ()),
+               GF.nll_loss, F.nll_loss, **_index)
+    _loss_case(f"nll_loss-empty(0,5)-{_reduction}",
+               lambda gen: ((torch.empty(0, 5), torch.empty(0, dtype=torch.long)), ()),
+               GF.nll_loss, F.nll_loss, **_index, weight=CLASS_WEIGHT)
+    # probabilities exactly 0 and 1 (logs clamped to -100, gradients' denominator to 1e-12)
+    for _tag, _opts in (("", {}), ("weight-", dict(weight=[0.5, 2.0, 0.0, 1.0, 3.0])),
+                        ("weight_rows-", dict(weight=[[2.0], [0.0], [1.0]]))):
+        _loss_case(f"binary_cross_entropy-{_tag}zero_one-{_reduction}",
+                   lambda gen: ((torch.tensor([[0.0, 1.0, 0.0, 1.0, 0.5], [1e-30, 1.0 - 2 ** -24,
+                                               0.5, 0.25, 1.0], [0.0, 1.0, 0.9, 0.1, 0.0]]),
+                                 torch.tensor([[0.0, 1.0, 1.0, 0.0, 0.5], [1.0, 0.0, 0.0, 1.0, 1.0],
+                                               [0.5, 0.5, 1.0, 0.0, 0.0]])), ()),
+                   GF.binary_cross_entropy, F.binary_cross_entropy, **_r, **_opts)
+    # NaN, inf or values outside [0, 1]: torch refuses them, so must gpudnn
+    _loss_case(f"binary_cross_entropy-x_specials-{_reduction}",
+               lambda gen: ((specials(), torch.full((3, 5), 0.5)), ()),
+               GF.binary_cross_entropy, F.binary_cross_entropy, **_r)
+    _loss_case(f"binary_cross_entropy-t_specials-{_reduction}",
+               lambda gen: ((torch.full((3, 5), 0.5), specials()), ()),
+               GF.binary_cross_entropy, F.binary_cross_entropy, **_r)
+    _loss_case(f"binary_cross_entropy-empty(3,0)-{_reduction}",
+               lambda gen: ((torch.empty(3, 0), torch.empty(3, 0)), ()),
+               GF.binary_cross_entropy, F.binary_cross_entropy, **_r)
+    for _x_kind, _t_kind in (("specials", "probabilities"), ("probabilities", "specials")):
+        for _tag, _opts in (("weight", dict(weight=[0.5, 2.0, 0.0, 1.0, 3.0])),
+                            ("pos_weight", dict(pos_weight=[3.0, 0.0, 1.0, 0.5, 2.0])),
+                            ("both", dict(weight=[[2.0], [0.0], [1.0]],
+                                          pos_weight=[3.0, 0.0, 1.0, 0.5, 2.0]))):
+            _loss_case(f"bce_with_logits-{_tag}-x_{_x_kind}-t_{_t_kind}-{_reduction}",
+                       lambda gen, xk=_x_kind, tk=_t_kind: (
+                           (specials() if xk == "specials" else randn(gen, 3, 5),
+                            _bce_target(tk)), ()),
+                       GF.binary_cross_entropy_with_logits, F.binary_cross_entropy_with_logits,
+                       **_r, **_opts)
+
+
 # --- dropout -------------------------------------------------------------------------------------
 
 SEED = 1234
@@ -532,6 +783,8 @@ POOLS = {
     "avg_pool2d-k2": (lambda x: GF.avg_pool2d(x, 2), lambda x: F.avg_pool2d(x, 2)),
     "avg_pool2d-k3s1p1": (lambda x: GF.avg_pool2d(x, 3, 1, 1),
                           lambda x: F.avg_pool2d(x, 3, 1, 1)),
+    "max_pool2d-k3s2p1-indices": (lambda x: GF.max_pool2d(x, 3, 2, 1, return_indices=True),
+                                  lambda x: F.max_pool2d(x, 3, 2, 1, return_indices=True)),
 }
 for _name, (_ours_fn, _torch_fn) in POOLS.items():
     for _kind in ("nan", "neginf", "inf", "-0", "huge"):
@@ -542,25 +795,89 @@ for _name, (_ours_fn, _torch_fn) in POOLS.items():
              lambda aux, x, f=_ours_fn: f(x), lambda aux, x, f=_torch_fn: f(x))
 
 
+# adaptive average pooling: a global window and overlapping ones (4 -> 3); torch's own backward
+# refuses zero channels for the latter (tests/test_pool_dropout_twins.py covers ours)
+for _out in (1, 3):
+    for _kind in ("nan", "neginf", "inf", "-0", "huge"):
+        case(f"adaptive_avg_pool2d-o{_out}-{_kind}", _pool_input(_kind),
+             lambda aux, x, o=_out: GF.adaptive_avg_pool2d(x, o),
+             lambda aux, x, o=_out: F.adaptive_avg_pool2d(x, o), scale=KIND_SCALE.get(_kind, 1.0))
+    for _shape in ((0, 2, 4, 4), (1, 2, 0, 4), (1, 2, 4, 0), (2, 4, 4)) + \
+            (((1, 0, 4, 4),) if _out == 1 else ()):
+        case(f"adaptive_avg_pool2d-o{_out}-shape{_shape}",
+             _pool_input("nan" if len(_shape) == 3 else "plain", _shape),
+             lambda aux, x, o=_out: GF.adaptive_avg_pool2d(x, o),
+             lambda aux, x, o=_out: F.adaptive_avg_pool2d(x, o))
+
+
+# --- embedding -----------------------------------------------------------------------------------
+
+EMBEDDING_IDS = {"repeated": [[0, 4, 4], [2, 4, 1]], "0d": 3, "empty": [], "out-of-range": [1, 5],
+                 "negative": [-1, 2]}
+for _kind in ("specials", "plain"):
+    for _ids_name, _ids in EMBEDDING_IDS.items():
+        for _options in ({}, {"padding_idx": 4}, {"padding_idx": -1, "scale_grad_by_freq": True}):
+            if _options and (_kind, _ids_name) != ("specials", "repeated"):
+                continue
+            case(f"embedding-{_kind}-{_ids_name}{''.join(f'-{k}{v}' for k, v in _options.items())}",
+                 lambda gen, k=_kind, i=_ids: ((specials((5, 3)) if k == "specials"
+                                                else randn(gen, 5, 3), torch.tensor(i)), ()),
+                 lambda aux, w, i, o=_options: GF.embedding(i, w, **o),
+                 lambda aux, w, i, o=_options: F.embedding(i, w, **o), signed_zeros=True)
+case("embedding-int32-ids", lambda gen: ((specials((5, 3), 3),
+                                          torch.tensor([4, 0, 4], dtype=torch.int32)), ()),
+     lambda aux, w, i: GF.embedding(i, w), lambda aux, w, i: F.embedding(i, w), signed_zeros=True)
+
+
+# --- channel-wise dropout: torch's formula on our mask, as for dropout -------------------------------
+
+def _feature_dropout_ours(name, p):
+    def ours(aux, x):
+        torch.manual_seed(SEED)
+        return getattr(GF, name)(x, p)
+    return ours
+
+
+def _feature_dropout_theirs(name, p):
+    def theirs(aux, x):
+        if p in (0.0, 1.0):
+            return getattr(F, name)(x, p)
+        torch.manual_seed(SEED)  # our mask: the same seed on ones (one draw per channel)
+        keep = getattr(GF, name)(torch.ones_like(x), p) != 0
+        return x * (keep.to(x.dtype) / (1.0 - p))
+    return theirs
+
+
+for _name, _shapes in (("dropout1d", ((3, 5), (1, 3, 5), (5, 3, 1), (0, 3, 2), (), (1, 3, 5, 1))),
+                       ("dropout2d", ((1, 3, 5, 1), (3, 5, 1, 1), (0, 3, 2, 2), (3,)))):
+    for _p in (0.0, 0.5, 1.0):
+        for _shape in _shapes:
+            case(f"{_name}-p{_p}-shape{_shape}",
+                 lambda gen, s=_shape: ((specials(s) if s else torch.tensor(NAN),), ()),
+                 _feature_dropout_ours(_name, _p), _feature_dropout_theirs(_name, _p),
+                 signed_zeros=True)
+
+
 # --- LSTM ----------------------------------------------------------------------------------------
 
-def _lstm_make(kind, target, x_shape, hidden, where, layers=1, directions=1):
-    """x (poisoned when target == "x"), h0, c0 (poisoned when "h0" / "c0") and the weights."""
+def _lstm_make(kind, target, x_shape, hidden, where, layers=1, directions=1, gates=4,
+               states=("h0", "c0")):
+    """x (poisoned when target == "x"), h0, c0 (poisoned when "h0" / "c0") and the weights
+    (``gates=3, states=("h0",)``: a GRU's x, h0 and weights)."""
     def make(gen):
         x = randn(gen, *x_shape)
         batch = x_shape[1] if len(x_shape) == 3 else x_shape[0]
         state = (layers * directions, batch, hidden) if len(x_shape) == 3 else (batch, hidden)
-        h0, c0 = randn(gen, *state), randn(gen, *state)
+        args = {"x": x, **{name: randn(gen, *state) for name in states}}
+        rows = gates * hidden
         weights = []
         for layer in range(layers):
             inp = x_shape[-1] if layer == 0 else hidden * directions
             for _ in range(directions):
-                weights += [randn(gen, 4 * hidden, inp, scale=0.4),
-                            randn(gen, 4 * hidden, hidden, scale=0.3),
-                            randn(gen, 4 * hidden, scale=0.3), randn(gen, 4 * hidden, scale=0.3)]
-        args = {"x": x, "h0": h0, "c0": c0}
+                weights += [randn(gen, rows, inp, scale=0.4), randn(gen, rows, hidden, scale=0.3),
+                            randn(gen, rows, scale=0.3), randn(gen, rows, scale=0.3)]
         args[target] = poison(args[target], kind, where)
-        return (args["x"], args["h0"], args["c0"], *weights), ()
+        return (*args.values(), *weights), ()
     return make
 
 
@@ -604,6 +921,45 @@ for _shape in ((0, 5), (3, 0)):
 _lstm_cell_case("lstm_cell-empty-hidden0", "plain", hidden=0)
 
 
+# --- GRU -----------------------------------------------------------------------------------------
+
+def _gru_case(id, kind, target="x", x_shape=(2, 3, 5), hidden=4, where=(0, 1, 2), layers=1,
+              directions=1):
+    def ours(aux, x, h0, *w):
+        return GF.gru(x, h0, list(w), layers, True, False, 0.0, False, directions == 2)
+
+    def theirs(aux, x, h0, *w):
+        return torch.gru(x, h0, list(w), True, layers, 0.0, False, directions == 2, False)
+
+    case(id, _lstm_make(kind, target, x_shape, hidden, where, layers, directions, 3, ("h0",)),
+         ours, theirs, scale=KIND_SCALE.get(kind, 1.0))
+
+
+def _gru_cell_case(id, kind, target="x", x_shape=(3, 5), hidden=4, where=(1, 2)):
+    def ours(aux, x, h, w_ih, w_hh, b_ih, b_hh):
+        return GF.gru_cell(x, h, w_ih, w_hh, b_ih, b_hh)
+
+    def theirs(aux, x, h, w_ih, w_hh, b_ih, b_hh):
+        return torch.gru_cell(x, h, w_ih, w_hh, b_ih, b_hh)
+
+    case(id, _lstm_make(kind, target, x_shape, hidden, where, gates=3, states=("h0",)), ours,
+         theirs, scale=KIND_SCALE.get(kind, 1.0))
+
+
+for _kind in ("nan", "inf", "-inf", "-0", "huge"):
+    _gru_case(f"gru-x_{_kind}", _kind)
+    _gru_cell_case(f"gru_cell-x_{_kind}", _kind)
+for _kind in ("nan", "inf"):
+    _gru_case(f"gru-h0_{_kind}", _kind, "h0", where=(0, 2, 1))
+    _gru_cell_case(f"gru_cell-h0_{_kind}", _kind, "h0", where=(2, 1))
+_gru_case("gru-2layer-bidirectional-x_nan", "nan", layers=2, directions=2)
+for _shape in ((2, 0, 5), (0, 3, 5), (2, 3, 0)):
+    _gru_case(f"gru-empty{_shape}", "plain", x_shape=_shape)
+for _shape in ((0, 5), (3, 0)):
+    _gru_cell_case(f"gru_cell-empty{_shape}", "plain", x_shape=_shape)
+_gru_cell_case("gru_cell-empty-hidden0", "plain", hidden=0)
+
+
 # --- the test ------------------------------------------------------------------------------------
 
 def _to_device(t):
@@ -628,6 +984,10 @@ def _params():
 @pytest.mark.parametrize("backend", BACKENDS)
 @pytest.mark.parametrize("case", _params())
 def test_special_values(case: Case, backend: str):
+    from gpudnn.backend import KERNELS
+    op_kernels = KERNELS.get(case.id.split("-")[0])
+    if op_kernels is not None and getattr(op_kernels, backend) is None:
+        pytest.skip(f"the {backend} backend has no {op_kernels.name} kernels")
     gen = torch.Generator().manual_seed(zlib.crc32(case.id.encode()))
     inputs, aux = case.make(gen)
     inputs, aux = _map(inputs, _to_device), _map(aux, _to_device)

@@ -1,7 +1,7 @@
 """Character-level language model: Embedding -> multi-layer LSTM -> Linear.
 
-``build_torch`` gives the pure-torch twin; ``gpudnn.models.to_gpudnn`` swaps ``nn.LSTM`` and
-``nn.Linear`` for gpudnn's (``nn.Embedding`` stays torch's: it is a gather, no gpudnn kernel).
+``build_torch`` gives the pure-torch twin; ``gpudnn.models.to_gpudnn`` swaps ``nn.Embedding``,
+``nn.LSTM`` and ``nn.Linear`` for gpudnn's.
 """
 from __future__ import annotations
 

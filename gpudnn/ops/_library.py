@@ -20,7 +20,9 @@ in the graph (guarded: a new selection recompiles).
 """
 from __future__ import annotations
 
+import functools
 import inspect
+import threading
 from typing import Any, Callable, Iterable
 
 import torch
@@ -34,6 +36,34 @@ OPS: dict[str, "Op"] = {}
 # torch cannot fake every op on CUDA tensors, so tests/fake_cuda_trace.py adds "meta" to trace
 # the same launchers on fake meta tensors there.
 TRITON_TRACE_DEVICES: tuple[str, ...] = ("cuda",)
+
+
+class _Depth(threading.local):
+    value = 0
+
+
+# how deep this thread is inside gpudnn (an op's body, or a gpudnn.aten override): while it is,
+# gpudnn.aten's ATen overrides hand every torch call (the launchers' own) to ATen's kernels
+_INSIDE = _Depth()
+
+
+def inside_gpudnn() -> bool:
+    """Whether this thread is running gpudnn's own code (see ``guarded``)."""
+    return _INSIDE.value > 0
+
+
+def guarded(fn: Callable) -> Callable:
+    """``fn`` marked as gpudnn's own code for ``inside_gpudnn`` while it runs."""
+
+    @functools.wraps(fn)
+    def run(*args, **kwargs):
+        _INSIDE.value += 1
+        try:
+            return fn(*args, **kwargs)
+        finally:
+            _INSIDE.value -= 1
+
+    return run
 
 
 def _first_tensor(args: Iterable[Any]) -> torch.Tensor | None:
@@ -59,6 +89,7 @@ class Op:
         signature = inspect.signature(body, eval_str=True)  # real types for schema inference
         if list(signature.parameters)[-1] != "backend":
             raise TypeError(f"gpudnn op {name}: the body's last parameter must be `backend: str`")
+        body = guarded(body)
 
         def run(*args, **kwargs):
             return body(*args, **kwargs)

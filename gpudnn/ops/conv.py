@@ -283,13 +283,11 @@ def _check_output_size(input, out_hw) -> None:
                            "Output size is too small")
 
 
-def conv2d(input, weight, bias=None, stride=1, padding=0, dilation=1, groups=1, activation=None):
-    """torch.nn.functional.conv2d with a fused ``activation`` (None, a name, or a torch module).
-
-    input [N, Cin, H, W] or [Cin, H, W], weight [Cout, Cin/groups, kh, kw], bias [Cout] | None;
-    padding an int, a pair, "valid" or "same" (stride 1 only)."""
-    act = parse_activation(activation)
-    input, weight, bias, groups, unbatched = _prepare("conv2d", input, weight, bias, groups)
+def conv2d_geometry(input, weight, bias, stride, padding, dilation, groups: int
+                    ) -> tuple[tuple[int, int], tuple[int, int, int, int], tuple[int, int]]:
+    """torch's checks of conv2d's shapes and arguments (input [N, Cin, H, W], weight [Cout,
+    Cin/groups, kh, kw], bias [Cout] | None) -> (stride, padding (top, bottom, left, right),
+    dilation); also used by the quantized conv2d (gpudnn/ops/quant.py)."""
     stride = positive_pair(stride, "stride")
     dilation = positive_pair(dilation, "dilation")
     kernel = tuple(weight.shape[2:])
@@ -310,6 +308,18 @@ def conv2d(input, weight, bias=None, stride=1, padding=0, dilation=1, groups=1, 
         raise RuntimeError(f"Calculated padded input size per channel: ({padded[0]} x "
                            f"{padded[1]}). Kernel size: ({dilated[0]} x {dilated[1]}). Kernel "
                            "size can't be greater than actual input size")
+    return stride, pad4, dilation
+
+
+def conv2d(input, weight, bias=None, stride=1, padding=0, dilation=1, groups=1, activation=None):
+    """torch.nn.functional.conv2d with a fused ``activation`` (None, a name, or a torch module).
+
+    input [N, Cin, H, W] or [Cin, H, W], weight [Cout, Cin/groups, kh, kw], bias [Cout] | None;
+    padding an int, a pair, "valid" or "same" (stride 1 only)."""
+    act = parse_activation(activation)
+    input, weight, bias, groups, unbatched = _prepare("conv2d", input, weight, bias, groups)
+    stride, pad4, dilation = conv2d_geometry(input, weight, bias, stride, padding, dilation,
+                                             groups)
     input, weight = launcher_layout(input), launcher_layout(weight)
     y, _ = conv2d_op(input, weight, bias, list(stride), list(pad4), list(dilation), groups,
                      *activation_args(act), resolve(CONV2D, input, weight, bias))

@@ -79,6 +79,19 @@ def _dense_grad(ctx, grad_y, grad_z):
 dense.register_autograd(_dense_grad, setup_context=_setup_dense)
 
 
+def check_linear_shapes(op: str, input: Tensor, weight: Tensor, bias: Tensor | None) -> None:
+    """input [*, K], weight [N, K], bias [N] | None (also the quantized linear's check)."""
+    if input.dim() == 0:
+        raise ValueError(f"{op}: input must have at least 1 dimension, got a 0-d tensor")
+    if input.shape[-1] != weight.shape[1]:
+        raise ValueError(f"{op}: input's last dimension {input.shape[-1]} (input shape "
+                         f"{tuple(input.shape)}) does not match weight's in_features "
+                         f"{weight.shape[1]} (weight shape {tuple(weight.shape)})")
+    if bias is not None and bias.shape[0] != weight.shape[0]:
+        raise ValueError(f"{op}: bias shape {tuple(bias.shape)} does not match weight's "
+                         f"out_features {weight.shape[0]} (weight shape {tuple(weight.shape)})")
+
+
 def linear(input: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = None,
            activation: Any = None) -> torch.Tensor:
     """torch.nn.functional.linear plus a fused ``activation``; input [*, K] -> [*, N]."""
@@ -86,15 +99,7 @@ def linear(input: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None 
     check_tensor("input", input)
     check_tensor("weight", weight, ndim=2)
     check_tensor("bias", bias, ndim=1, optional=True)
-    if input.dim() == 0:
-        raise ValueError("linear: input must have at least 1 dimension, got a 0-d tensor")
-    if input.shape[-1] != weight.shape[1]:
-        raise ValueError(f"linear: input's last dimension {input.shape[-1]} (input shape "
-                         f"{tuple(input.shape)}) does not match weight's in_features "
-                         f"{weight.shape[1]} (weight shape {tuple(weight.shape)})")
-    if bias is not None and bias.shape[0] != weight.shape[0]:
-        raise ValueError(f"linear: bias shape {tuple(bias.shape)} does not match weight's "
-                         f"out_features {weight.shape[0]} (weight shape {tuple(weight.shape)})")
+    check_linear_shapes("linear", input, weight, bias)
     input, weight, bias = autocast_to_lower(input, weight, bias)
     check_same("linear", input=input, weight=weight, bias=bias)
     lead = input.shape[:-1]

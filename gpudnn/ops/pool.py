@@ -1,10 +1,13 @@
-"""2-D max and average pooling: the ops ``gpudnn::max_pool2d`` / ``gpudnn::avg_pool2d`` (and
-their backward ops) and the public functions.
+"""2-D max, average and adaptive average pooling: the ops ``gpudnn::max_pool2d`` /
+``gpudnn::avg_pool2d`` / ``gpudnn::adaptive_avg_pool2d`` (and their backward ops) and the public
+functions.
 
-``max_pool2d`` / ``avg_pool2d`` take torch.nn.functional's arguments and raise torch's errors;
-the launchers see 4-D NCHW or channels_last tensors and (h, w) pairs only. The output takes the
-input's memory format, as torch's does.
+``max_pool2d`` / ``avg_pool2d`` / ``adaptive_avg_pool2d`` take torch.nn.functional's arguments and
+raise torch's errors; the launchers see 4-D NCHW or channels_last tensors and (h, w) pairs only.
+The output takes the input's memory format, as torch's does. ``max_pool2d(...,
+return_indices=True)`` returns torch's int64 indices (h * W + w in each plane) from every backend.
 """
+import math
 from typing import Optional
 
 import torch
@@ -20,7 +23,7 @@ from ._library import define
 from ._shapes import pool_output_size
 from .conv import launcher_layout, nonnegative_pair, positive_pair
 
-__all__ = ["max_pool2d", "avg_pool2d"]
+__all__ = ["max_pool2d", "avg_pool2d", "adaptive_avg_pool2d"]
 
 MAX_POOL2D = Kernels(
     "max_pool2d",
@@ -34,12 +37,19 @@ AVG_POOL2D = Kernels(
                reference_launcher(reference.avg_pool2d_backward)),
     triton=(triton.avg_pool2d_forward, triton.avg_pool2d_backward),
     cupy=(cupy.avg_pool2d_forward, cupy.avg_pool2d_backward))
+ADAPTIVE_AVG_POOL2D = Kernels(
+    "adaptive_avg_pool2d",
+    reference=(reference_launcher(reference.adaptive_avg_pool2d_forward),
+               reference_launcher(reference.adaptive_avg_pool2d_backward)),
+    triton=(triton.adaptive_avg_pool2d_forward, triton.adaptive_avg_pool2d_backward),
+    cupy=(cupy.adaptive_avg_pool2d_forward, cupy.adaptive_avg_pool2d_backward))
 
 
-def saved_index_dtype(backend: str) -> torch.dtype:
+def saved_index_dtype(backend: str, return_indices: bool = False) -> torch.dtype:
     """dtype of the window record a backend's max-pool forward saves for its backward (opaque to
-    the op, but its fake rule must know it): int32 taps for triton, int64 positions otherwise."""
-    return torch.int32 if backend == "triton" else torch.int64
+    the op, but its fake rule must know it): int32 taps for triton, int64 positions otherwise;
+    torch's int64 indices from every backend with ``return_indices``."""
+    return torch.int32 if backend == "triton" and not return_indices else torch.int64
 
 
 def _prepare(input, kernel_size, stride, padding, dilation, ceil_mode):
@@ -80,28 +90,41 @@ def _pool_shape(x: Tensor, kernel_size, stride, padding, dilation, ceil_mode) ->
 
 
 def _empty(x: Tensor, shape, dtype=None) -> Tensor:
-    """An output of ``shape`` in x's memory format (torch's rule for pooling)."""
-    return x.new_empty(shape, dtype=dtype).contiguous(memory_format=suggest_memory_format(x))
+    """An output of ``shape`` in x's memory format (torch's rule for pooling), with the strides
+    ``torch.empty`` gives that format (also along size-1 dims, where layouts are ambiguous)."""
+    return torch.empty(shape, dtype=dtype or x.dtype, device=x.device,
+                       memory_format=suggest_memory_format(x))
+
+
+def _in_format_of(t: Tensor, x: Tensor) -> Tensor:
+    """``t`` with exactly ``_empty``'s strides for x's memory format (what the fake rules
+    promise, whatever strides a backend chose along size-1 dims): a copy only when they
+    differ."""
+    expected = torch.empty(t.shape, device="meta", memory_format=suggest_memory_format(x))
+    if t.stride() == expected.stride():
+        return t
+    return _empty(x, t.shape, t.dtype).copy_(t)
 
 
 @define("max_pool2d")
 def max_pool2d_op(x: Tensor, kernel_size: list[int], stride: list[int], padding: list[int],
-                  dilation: list[int], ceil_mode: bool, backend: str) -> tuple[Tensor, Tensor]:
+                  dilation: list[int], ceil_mode: bool, return_indices: bool,
+                  backend: str) -> tuple[Tensor, Tensor]:
     """x [N, C, H, W] (NCHW or channels_last) -> (y in x's format, the window record the same
-    backend's backward reads: see ``saved_index_dtype``); pairs are (h, w)."""
+    backend's backward reads: see ``saved_index_dtype``; torch's int64 indices when
+    ``return_indices``); pairs are (h, w)."""
     params = (kernel_size, stride, padding, dilation, ceil_mode)
     if x.shape[0] == 0:
         shape = _pool_shape(x, *params)
-        return _empty(x, shape), _empty(x, shape, saved_index_dtype(backend))
-    y, saved = MAX_POOL2D.forward(backend)(x, *params)
-    fmt = suggest_memory_format(x)
-    return y.contiguous(memory_format=fmt), saved.contiguous(memory_format=fmt)
+        return _empty(x, shape), _empty(x, shape, saved_index_dtype(backend, return_indices))
+    y, saved = MAX_POOL2D.forward(backend)(x, *params, return_indices)
+    return _in_format_of(y, x), _in_format_of(saved, x)
 
 
 @max_pool2d_op.register_fake
-def _(x, kernel_size, stride, padding, dilation, ceil_mode, backend):
+def _(x, kernel_size, stride, padding, dilation, ceil_mode, return_indices, backend):
     shape = _pool_shape(x, kernel_size, stride, padding, dilation, ceil_mode)
-    return _empty(x, shape), _empty(x, shape, saved_index_dtype(backend))
+    return _empty(x, shape), _empty(x, shape, saved_index_dtype(backend, return_indices))
 
 
 @define("max_pool2d_backward")
@@ -113,7 +136,7 @@ def max_pool2d_backward(grad_y: Tensor, x_shape: list[int], saved: Tensor,
         return _empty(grad_y, x_shape).zero_()
     grad_x = MAX_POOL2D.backward(backend)(launcher_layout(grad_y), tuple(x_shape), saved,
                                           kernel_size, stride, padding, dilation, ceil_mode)
-    return grad_x.contiguous(memory_format=suggest_memory_format(grad_y))
+    return _in_format_of(grad_x, grad_y)
 
 
 @max_pool2d_backward.register_fake
@@ -130,7 +153,7 @@ def avg_pool2d_op(x: Tensor, kernel_size: list[int], stride: list[int], padding:
     if x.shape[0] == 0:
         return _empty(x, _pool_shape(x, kernel_size, stride, padding, (1, 1), ceil_mode))
     y = AVG_POOL2D.forward(backend)(x, *params)
-    return y.contiguous(memory_format=suggest_memory_format(x))
+    return _in_format_of(y, x)
 
 
 @avg_pool2d_op.register_fake
@@ -149,7 +172,7 @@ def avg_pool2d_backward(grad_y: Tensor, x_shape: list[int], kernel_size: list[in
     grad_x = AVG_POOL2D.backward(backend)(launcher_layout(grad_y), tuple(x_shape), kernel_size,
                                           stride, padding, ceil_mode, count_include_pad,
                                           divisor_override)
-    return grad_x.contiguous(memory_format=suggest_memory_format(grad_y))
+    return _in_format_of(grad_x, grad_y)
 
 
 @avg_pool2d_backward.register_fake
@@ -159,7 +182,7 @@ def _(grad_y, x_shape, kernel_size, stride, padding, ceil_mode, count_include_pa
 
 
 def _setup_max(ctx, inputs, output):
-    x, *params, backend = inputs
+    x, *params, return_indices, backend = inputs
     ctx.x_shape, ctx.params, ctx.backend = list(x.shape), params, backend
     ctx.save_for_backward(output[1])
 
@@ -167,7 +190,7 @@ def _setup_max(ctx, inputs, output):
 def _max_grad(ctx, grad_y, grad_saved):
     (saved,) = ctx.saved_tensors
     return (max_pool2d_backward(grad_y, ctx.x_shape, saved, *ctx.params, ctx.backend),) + \
-        (None,) * 6
+        (None,) * 7
 
 
 max_pool2d_op.register_autograd(_max_grad, setup_context=_setup_max)
@@ -187,17 +210,17 @@ avg_pool2d_op.register_autograd(_avg_grad, setup_context=_setup_avg)
 
 def max_pool2d(input, kernel_size, stride=None, padding=0, dilation=1, ceil_mode=False,
                return_indices=False):
-    """torch.nn.functional.max_pool2d: input [N, C, H, W] or [C, H, W]; -inf padding."""
-    if return_indices:
-        raise NotImplementedError(
-            "gpudnn max_pool2d does not return indices (each backend keeps its own opaque "
-            "record for backward); use torch.nn.functional.max_pool2d for return_indices=True")
+    """torch.nn.functional.max_pool2d: input [N, C, H, W] or [C, H, W]; -inf padding.
+    ``return_indices=True``: (output, torch's int64 indices h * W + w of each maximum in its
+    plane), in the output's memory format."""
     input, kernel, stride, padding, dilation, out_shape, unbatched = _prepare(
         input, kernel_size, stride, padding, dilation, bool(ceil_mode))
     input = launcher_layout(input)
-    y, _ = max_pool2d_op(input, list(kernel), list(stride), list(padding), list(dilation),
-                         bool(ceil_mode), resolve(MAX_POOL2D, input))
-    return y.squeeze(0) if unbatched else y
+    y, indices = max_pool2d_op(input, list(kernel), list(stride), list(padding), list(dilation),
+                               bool(ceil_mode), bool(return_indices), resolve(MAX_POOL2D, input))
+    if unbatched:
+        y, indices = y.squeeze(0), indices.squeeze(0)
+    return (y, indices) if return_indices else y
 
 
 def avg_pool2d(input, kernel_size, stride=None, padding=0, ceil_mode=False,
@@ -214,3 +237,94 @@ def avg_pool2d(input, kernel_size, stride=None, padding=0, ceil_mode=False,
     y = avg_pool2d_op(input, list(kernel), list(stride), list(padding), bool(ceil_mode),
                       bool(count_include_pad), divisor_override, resolve(AVG_POOL2D, input))
     return y.squeeze(0) if unbatched else y
+
+
+# --- adaptive average pooling -------------------------------------------------------------------
+
+def _adaptive_shape(x: Tensor, output_size) -> tuple:
+    return (x.shape[0], x.shape[1], *output_size)
+
+
+@define("adaptive_avg_pool2d")
+def adaptive_avg_pool2d_op(x: Tensor, output_size: list[int], backend: str) -> Tensor:
+    """x [N, C, H, W] (NCHW or channels_last) -> y [N, C, *output_size] in x's memory format:
+    the mean of torch's adaptive windows (NaN for an empty one: H or W 0 with a 1 x 1 output)."""
+    if x.shape[0] == 0:
+        return _empty(x, _adaptive_shape(x, output_size))
+    y = ADAPTIVE_AVG_POOL2D.forward(backend)(x, tuple(output_size))
+    return _in_format_of(y, x)
+
+
+@adaptive_avg_pool2d_op.register_fake
+def _(x, output_size, backend):
+    return _empty(x, _adaptive_shape(x, output_size))
+
+
+@define("adaptive_avg_pool2d_backward")
+def adaptive_avg_pool2d_backward(grad_y: Tensor, x_shape: list[int], backend: str) -> Tensor:
+    """grad_x [N, C, H, W] (x_shape) in grad_y's memory format."""
+    if x_shape[0] == 0:
+        return _empty(grad_y, x_shape).zero_()
+    grad_x = ADAPTIVE_AVG_POOL2D.backward(backend)(launcher_layout(grad_y), tuple(x_shape))
+    return _in_format_of(grad_x, grad_y)
+
+
+@adaptive_avg_pool2d_backward.register_fake
+def _(grad_y, x_shape, backend):
+    return _empty(grad_y, x_shape)
+
+
+def _setup_adaptive(ctx, inputs, output):
+    x, output_size, backend = inputs
+    ctx.x_shape, ctx.backend = list(x.shape), backend
+
+
+def _adaptive_grad(ctx, grad_y):
+    return adaptive_avg_pool2d_backward(grad_y, ctx.x_shape, ctx.backend), None, None
+
+
+adaptive_avg_pool2d_op.register_autograd(_adaptive_grad, setup_context=_setup_adaptive)
+
+
+def adaptive_output_size(output_size, hw) -> tuple[int, int]:
+    """torch's output_size argument: an int, or a pair of ints / None (None: that input size)."""
+    if isinstance(output_size, int) and not isinstance(output_size, bool):
+        out = (output_size, output_size)
+    elif isinstance(output_size, (tuple, list)) and len(output_size) == 2 and all(
+            v is None or (isinstance(v, int) and not isinstance(v, bool)) for v in output_size):
+        out = tuple(int(hw[a]) if v is None else int(v) for a, v in enumerate(output_size))
+    else:
+        raise ValueError(f"adaptive_avg_pool2d: output_size must be an int or a pair of ints "
+                         f"(or None), got {output_size!r}")
+    if min(out) < 0:
+        raise ValueError(f"adaptive_avg_pool2d: elements of output_size must be greater than or "
+                         f"equal to 0, got {output_size!r}")
+    return out
+
+
+def adaptive_avg_pool2d(input, output_size):
+    """torch.nn.functional.adaptive_avg_pool2d: input [N, C, H, W] or [C, H, W] -> [..., Ho,
+    Wo]; output i along an axis of size H averages [floor(i * H / Ho), ceil((i + 1) * H / Ho)).
+    As torch, a 1 x 1 output is the mean over the last two dims of any input of 2 or more dims
+    (NaN where they are empty)."""
+    check_tensor("input", input)
+    out = adaptive_output_size(output_size, input.shape[-2:]) if input.dim() >= 2 else None
+    mean = out == (1, 1)  # torch's own path: input.mean((-2, -1), keepdim=True)
+    if input.dim() not in (3, 4) and not mean:
+        raise RuntimeError(f"adaptive_avg_pool2d(): Expected 3D or 4D tensor for input, but "
+                           f"got {list(input.shape)}")
+    for dim in (-2, -1):
+        if input.shape[dim] == 0 and not mean:
+            raise RuntimeError(
+                f"adaptive_avg_pool2d(): Expected input to have non-zero size for non-batch "
+                f"dimensions, but input has sizes {list(input.shape)} with dimension "
+                f"{input.dim() + dim} being empty")
+    if input.dim() == 4:
+        x = input
+    elif input.dim() == 3:
+        x = input.unsqueeze(0)
+    else:  # the 1 x 1 mean of any other rank: the leading dims as one batch
+        x = input.reshape(math.prod(input.shape[:-2]), 1, *input.shape[-2:])
+    x = launcher_layout(x)
+    y = adaptive_avg_pool2d_op(x, list(out), resolve(ADAPTIVE_AVG_POOL2D, x))
+    return y if input.dim() == 4 else y.reshape(*input.shape[:-2], *out)

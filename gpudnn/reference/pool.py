@@ -6,6 +6,8 @@ last NaN when the window holds NaN, and the first in-image position when every v
 saves the flat input index ``h * W + w`` of each pick (torch's ``indices``) and its backward
 scatter-adds through them. Average pooling divides by torch's window size: the window clipped to
 input + padding (count_include_pad), to the input alone (otherwise), or ``divisor_override``.
+Adaptive average pooling averages torch's adaptive windows (``adaptive_windows``), one slice per
+output position.
 """
 from __future__ import annotations
 
@@ -40,9 +42,11 @@ def _first_tap_inside(out: int, kernel: int, stride: int, padding: int,
     return np.argmax(pos >= 0, axis=1)
 
 
-def max_pool2d_forward(x, kernel_size, stride, padding, dilation, ceil_mode):
+def max_pool2d_forward(x, kernel_size, stride, padding, dilation, ceil_mode,
+                       return_indices=False):
     """y [N, C, Ho, Wo] = max over each window of x [N, C, H, W]; saved = int64 indices
-    [N, C, Ho, Wo] (flat ``h * W + w`` of the maximum in x's image)."""
+    [N, C, Ho, Wo] (flat ``h * W + w`` of the maximum in x's image: torch's, so
+    ``return_indices`` changes nothing here)."""
     n, c, h, w = x.shape
     (kh, kw), (sh, sw), (ph, pw), (dh, dw) = kernel_size, stride, padding, dilation
     ho, wo = _output_hw((h, w), kernel_size, stride, padding, dilation, ceil_mode)
@@ -126,4 +130,36 @@ def avg_pool2d_backward(grad_y, x_shape, kernel_size, stride, padding, ceil_mode
     wp = max((wo - 1) * stride[1] + kernel_size[1], w + padding[1])
     grad_padded = scatter_windows(cols, (hp, wp), stride, (1, 1))
     grad_x = grad_padded[:, :, padding[0]:padding[0] + h, padding[1]:padding[1] + w]
+    return in_format(grad_x, is_channels_last(grad_y))
+
+
+def adaptive_windows(size: int, out: int) -> list[tuple[int, int]]:
+    """torch's adaptive pooling windows along one axis: [start, end) of output i is
+    [floor(i * size / out), ceil((i + 1) * size / out))."""
+    return [((i * size) // out, -((-(i + 1) * size) // out)) for i in range(out)]
+
+
+def adaptive_avg_pool2d_forward(x, output_size):
+    """y [N, C, Ho, Wo]: the mean of x [N, C, H, W] over each adaptive window (NaN where it is
+    empty)."""
+    n, c, h, w = x.shape
+    ho, wo = output_size
+    y = np.empty((n, c, ho, wo), dtype=x.dtype)
+    for i, (h0, h1) in enumerate(adaptive_windows(h, ho)):
+        for j, (w0, w1) in enumerate(adaptive_windows(w, wo)):
+            with np.errstate(invalid="ignore"):  # an empty window (H or W 0): NaN, as torch
+                y[:, :, i, j] = x[:, :, h0:h1, w0:w1].sum(axis=(2, 3)) / ((h1 - h0) * (w1 - w0))
+    return in_format(y, is_channels_last(x))
+
+
+def adaptive_avg_pool2d_backward(grad_y, x_shape):
+    """grad_x [N, C, H, W]: each window's grad_y / its area spread over the window."""
+    n, c, h, w = x_shape
+    ho, wo = grad_y.shape[2:]
+    grad_x = np.zeros((n, c, h, w), dtype=grad_y.dtype)
+    for i, (h0, h1) in enumerate(adaptive_windows(h, ho)):
+        for j, (w0, w1) in enumerate(adaptive_windows(w, wo)):
+            if h1 > h0 and w1 > w0:
+                grad_x[:, :, h0:h1, w0:w1] += grad_y[:, :, i:i + 1, j:j + 1] / (
+                    (h1 - h0) * (w1 - w0))
     return in_format(grad_x, is_channels_last(grad_y))

@@ -1,4 +1,5 @@
-// 2-D max and average pooling over contiguous NCHW planes (the launcher converts channels_last).
+// 2-D max, average and adaptive average pooling over contiguous NCHW planes (the launcher
+// converts channels_last).
 // One thread per output element forward; backward is a gather (one thread per input element,
 // summing over the windows that contain it), so no atomics and a deterministic sum.
 #include "common.cuh"
@@ -162,6 +163,63 @@ __device__ void avg_pool2d_backward_impl(const T* __restrict__ grad_y, T* __rest
     }
 }
 
+// torch's adaptive windows: output o of `out` over `size` positions reads
+// [floor(o * size / out), ceil((o + 1) * size / out)); swapped, the outputs holding position o
+__device__ __forceinline__ int adaptive_start(int o, int out, int size) {
+    return static_cast<int>(static_cast<long long>(o) * size / out);
+}
+__device__ __forceinline__ int adaptive_end(int o, int out, int size) {
+    return static_cast<int>((static_cast<long long>(o + 1) * size + out - 1) / out);
+}
+
+// x: [planes, H, W]; y: [planes, Ho, Wo]: the mean of each adaptive window
+template <class T>
+__device__ void adaptive_avg_pool2d_forward_impl(const T* __restrict__ x, T* __restrict__ y,
+                                                 long long planes, int height, int width,
+                                                 int out_height, int out_width) {
+    const long long n = planes * out_height * out_width;
+    GRID_STRIDE_LOOP(o, n) {
+        const PlanePixel at = plane_pixel(o, out_height, out_width);
+        const T* image = x + at.plane * height * width;
+        const int h0 = adaptive_start(at.row, out_height, height);
+        const int h1 = adaptive_end(at.row, out_height, height);
+        const int w0 = adaptive_start(at.col, out_width, width);
+        const int w1 = adaptive_end(at.col, out_width, width);
+        float acc = 0.0f;
+        for (int ih = h0; ih < h1; ++ih)
+            for (int iw = w0; iw < w1; ++iw) acc += to_float(image[ih * width + iw]);
+        y[o] = from_float<T>(acc / static_cast<float>((h1 - h0) * (w1 - w0)));
+    }
+}
+
+// grad_y: [planes, Ho, Wo]; grad_x: [planes, H, W]: the sum of grad_y / area over the windows
+// that hold each input position
+template <class T>
+__device__ void adaptive_avg_pool2d_backward_impl(const T* __restrict__ grad_y,
+                                                  T* __restrict__ grad_x, long long planes,
+                                                  int height, int width, int out_height,
+                                                  int out_width) {
+    const long long n = planes * height * width;
+    GRID_STRIDE_LOOP(i, n) {
+        const PlanePixel at = plane_pixel(i, height, width);
+        const long long out_base = at.plane * out_height * out_width;
+        float acc = 0.0f;
+        const int oh1 = adaptive_end(at.row, height, out_height);
+        const int ow1 = adaptive_end(at.col, width, out_width);
+        for (int oh = adaptive_start(at.row, height, out_height); oh < oh1; ++oh) {
+            const int rows = adaptive_end(oh, out_height, height) -
+                             adaptive_start(oh, out_height, height);
+            for (int ow = adaptive_start(at.col, width, out_width); ow < ow1; ++ow) {
+                const int cols = adaptive_end(ow, out_width, width) -
+                                 adaptive_start(ow, out_width, width);
+                acc += to_float(grad_y[out_base + static_cast<long long>(oh) * out_width + ow]) /
+                       static_cast<float>(rows * cols);
+            }
+        }
+        grad_x[i] = from_float<T>(acc);
+    }
+}
+
 #define DEFINE_POOL_KERNELS(T, S)                                                              \
     extern "C" __global__ void max_pool2d_forward_##S(const T* x, T* y, long long* indices,    \
                                                       long long planes, GEOMETRY_PARAMS) {     \
@@ -184,5 +242,17 @@ __device__ void avg_pool2d_backward_impl(const T* __restrict__ grad_y, T* __rest
                                                        int divisor_override) {                 \
         avg_pool2d_backward_impl<T>(grad_y, grad_x, planes, GEOMETRY, count_include_pad,       \
                                     divisor_override);                                         \
+    }                                                                                          \
+    extern "C" __global__ void adaptive_avg_pool2d_forward_##S(                                \
+        const T* x, T* y, long long planes, int height, int width, int out_height,             \
+        int out_width) {                                                                       \
+        adaptive_avg_pool2d_forward_impl<T>(x, y, planes, height, width, out_height,           \
+                                            out_width);                                        \
+    }                                                                                          \
+    extern "C" __global__ void adaptive_avg_pool2d_backward_##S(                               \
+        const T* grad_y, T* grad_x, long long planes, int height, int width, int out_height,   \
+        int out_width) {                                                                       \
+        adaptive_avg_pool2d_backward_impl<T>(grad_y, grad_x, planes, height, width,            \
+                                             out_height, out_width);                           \
     }
 FOR_EACH_STORAGE_TYPE(DEFINE_POOL_KERNELS)

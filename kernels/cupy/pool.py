@@ -1,7 +1,7 @@
-"""CuPy launchers of 2-D max / average pooling (``pool.cu``) on NCHW-contiguous planes;
-channels_last inputs are converted, and outputs returned channels_last again. Backward is a
-gather (no atomics). Output sizes follow torch (``ceil_mode``: a last window must start inside
-the input or its left padding)."""
+"""CuPy launchers of 2-D max / average / adaptive average pooling (``pool.cu``) on
+NCHW-contiguous planes; channels_last inputs are converted, and outputs returned channels_last
+again. Backward is a gather (no atomics). Output sizes follow torch (``ceil_mode``: a last window
+must start inside the input or its left padding)."""
 from __future__ import annotations
 
 import torch
@@ -60,7 +60,10 @@ def _in_format(t: torch.Tensor, channels_last: bool) -> torch.Tensor:
     return t.contiguous(memory_format=torch.channels_last) if channels_last else t
 
 
-def max_pool2d_forward(x, kernel_size, stride, padding, dilation, ceil_mode):
+def max_pool2d_forward(x, kernel_size, stride, padding, dilation, ceil_mode,
+                       return_indices=False):
+    """(y, indices): torch's int64 flat indices (h * W + w per plane), whatever
+    ``return_indices`` says."""
     op = "max_pool2d_forward"
     s = suffix(op, "x", x)
     (out_h, out_w), geometry = _geometry(op, x.shape, kernel_size, stride, padding, dilation,
@@ -132,4 +135,45 @@ def avg_pool2d_backward(grad_y, x_shape, kernel_size, stride, padding, ceil_mode
         launch("pool", f"avg_pool2d_backward_{s}", device, (blocks_for(grad_x.numel()),),
                (THREADS,), (grad_y.contiguous(), grad_x, i64(x_shape[0] * x_shape[1]),
                             *geometry, i32(bool(count_include_pad)), i32(divisor_override or 0)))
+    return _in_format(grad_x, channels_last)
+
+
+def _adaptive_geometry(op: str, x_shape, output_size) -> tuple:
+    if len(x_shape) != 4:
+        raise ValueError(f"{op}: input must be [N, C, H, W], got shape {tuple(x_shape)}")
+    out = _pair(op, "output_size", tuple(output_size))
+    if min(out) < 0 or min(x_shape[2:]) < 0:
+        raise ValueError(f"{op}: output_size {out} must be non-negative, got input "
+                         f"{tuple(x_shape)}")
+    return tuple(i32(v) for v in (x_shape[2], x_shape[3], out[0], out[1]))
+
+
+def adaptive_avg_pool2d_forward(x, output_size):
+    op = "adaptive_avg_pool2d_forward"
+    s = suffix(op, "x", x)
+    geometry = _adaptive_geometry(op, x.shape, output_size)
+    device = require_cuda(op, x=x)
+    channels_last = _channels_last(x)
+    x = x.contiguous()
+    y = alloc.empty((x.shape[0], x.shape[1], *output_size), dtype=x.dtype, device=device)
+    if y.numel():
+        launch("pool", f"adaptive_avg_pool2d_forward_{s}", device, (blocks_for(y.numel()),),
+               (THREADS,), (x, y, i64(x.shape[0] * x.shape[1]), *geometry))
+    return _in_format(y, channels_last)
+
+
+def adaptive_avg_pool2d_backward(grad_y, x_shape):
+    op = "adaptive_avg_pool2d_backward"
+    s = suffix(op, "grad_y", grad_y)
+    if grad_y.dim() != 4 or tuple(grad_y.shape[:2]) != tuple(x_shape[:2]):
+        raise ValueError(f"{op}: grad_y must be [{x_shape[0]}, {x_shape[1]}, Ho, Wo], got "
+                         f"{tuple(grad_y.shape)}")
+    geometry = _adaptive_geometry(op, x_shape, grad_y.shape[2:])
+    device = require_cuda(op, grad_y=grad_y)
+    channels_last = _channels_last(grad_y)
+    grad_x = alloc.empty(tuple(x_shape), dtype=grad_y.dtype, device=device)
+    if grad_x.numel():
+        launch("pool", f"adaptive_avg_pool2d_backward_{s}", device,
+               (blocks_for(grad_x.numel()),), (THREADS,),
+               (grad_y.contiguous(), grad_x, i64(x_shape[0] * x_shape[1]), *geometry))
     return _in_format(grad_x, channels_last)

@@ -62,15 +62,16 @@ def _store_output(acc, bias_ptr, dst_ptr, z_ptr, act_param, img, dst_h, dst_w, p
 
 @triton.jit
 def _conv_gemm_kernel(
-        src_ptr, src_saved_ptr, w_ptr, bias_ptr, dst_ptr, z_ptr, act_param,
-        BATCH, SRC_H, SRC_W, DST_H, DST_W, SRC_G, DST_G, KH, KW, HAS_BIAS, TRANSPOSED,
-        PHASES_H, PHASES_W,
+        src_ptr, src_saved_ptr, w_ptr, bias_ptr, scale_ptr, dst_ptr, z_ptr, act_param,
+        scale_stride, BATCH, SRC_H, SRC_W, DST_H, DST_W, SRC_G, DST_G, KH, KW, HAS_BIAS,
+        TRANSPOSED, PHASES_H, PHASES_W,
         src_sn, src_sc, src_sh, src_sw, dst_sn, dst_sc, dst_sh, dst_sw,
         w_sk, w_sn, w_sr, w_ss, w_sg,
         stride_h, stride_w, pad_h, pad_w, dil_h, dil_w,
         ACT: tl.constexpr, EPILOGUE_ACT: tl.constexpr, STORE_Z: tl.constexpr,
         SRC_ACT_GRAD: tl.constexpr, PRECISION: tl.constexpr,
-        BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr):
+        BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr,
+        W_QUANT: tl.constexpr):
     """Implicit-GEMM convolution, one group per program_id(2).
 
     src [BATCH, groups*SRC_G, SRC_H, SRC_W] (strides src_s*; src_saved has the same shape and
@@ -80,6 +81,12 @@ def _conv_gemm_kernel(
     bias [groups*DST_G] (read when HAS_BIAS != 0); dst, z [BATCH, groups*DST_G, DST_H, DST_W]
     (strides dst_s*; z = pre-activation, written when STORE_Z). TRANSPOSED != 0 selects the
     transposed source mapping (see source_coords).
+
+    W_QUANT (weight-only quantized inference, kernels/triton/quant.py): 1 = w holds int8 values,
+    2 = uint8 float8-e4m3fn bit patterns. Each weight tile is converted to the source dtype in
+    registers, and the fp32 accumulator is multiplied by scale[channel * scale_stride] before
+    the epilogue (scale_stride 1: per output channel, 0: one scale); 0 = float weights (scale
+    unused).
 
     program_id(0) = pid_m * PHASES_H * PHASES_W + phase: a program covers only destination pixels
     (h, w) with h % PHASES_H, w % PHASES_W equal to its phase. In the transposed direction
@@ -137,9 +144,17 @@ def _conv_gemm_kernel(
                     a = activation_grad(a.to(tl.float32), saved.to(tl.float32), ACT,
                                         act_param).to(src_ptr.dtype.element_ty)
                 b = tl.load(w_tap + kk[:, None] * w_sk + offs_n[None, :] * w_sn,
-                            mask=k_ok[:, None] & n_ok[None, :], other=0.0)
+                            mask=k_ok[:, None] & n_ok[None, :], other=0)
+                if W_QUANT == 2:
+                    b = b.to(tl.float8e4nv, bitcast=True)
+                if W_QUANT != 0:
+                    b = b.to(src_ptr.dtype.element_ty)
                 acc = tl.dot(a, b, acc, input_precision=PRECISION)
 
+    if W_QUANT != 0:
+        chan_scale = tl.load(scale_ptr + (g * DST_G + offs_n) * scale_stride, mask=n_ok,
+                             other=0.0)
+        acc = acc * chan_scale[None, :]
     _store_output(acc, bias_ptr, dst_ptr, z_ptr, act_param, img, dst_p, dst_q, m_ok,
                   g * DST_G + offs_n, n_ok, dst_sn, dst_sc, dst_sh, dst_sw, HAS_BIAS, ACT,
                   EPILOGUE_ACT, STORE_Z)
@@ -395,9 +410,11 @@ def _act_flags(act: Activation | None) -> tuple[int, float, bool]:
 
 
 def _gemm(src, src_saved, weight, w_strides, bias, dst, z, groups, kernel_hw, stride, pad, dil,
-          transposed: bool, act: Activation | None, epilogue_act: bool) -> None:
+          transposed: bool, act: Activation | None, epilogue_act: bool,
+          scale: torch.Tensor | None = None) -> None:
     """dst (and z) = implicit GEMM of src with ``weight`` seen through
-    w_strides = (k, n, r, s, group) strides. src, src_saved NHWC-strided."""
+    w_strides = (k, n, r, s, group) strides. src, src_saved NHWC-strided. ``scale``: the
+    float32 dequantization scales ([dst channels] or [1]) of an int8 / e4m3-bits (uint8) weight."""
     batch, src_c, src_h, src_w = src.shape
     _, dst_c, dst_h, dst_w = dst.shape
     src_g, dst_g = src_c // groups, dst_c // groups
@@ -411,16 +428,19 @@ def _gemm(src, src_saved, weight, w_strides, bias, dst, z, groups, kernel_hw, st
     grid = check_grid("conv", (phases[0] * phases[1] * triton.cdiv(rows_per_phase, block_m),
                                triton.cdiv(dst_g, block_n), groups),
                       ("pixel blocks", "output-channel blocks per group", "groups"))
+    w_quant = 0 if scale is None else 2 if weight.dtype == torch.uint8 else 1
     wrap_triton(_conv_gemm_kernel)[grid](
         src, src if src_saved is None else src_saved, weight, dst if bias is None else bias,
-        dst, dst if z is None else z, param,
+        dst if scale is None else scale, dst, dst if z is None else z, param,
+        0 if scale is None or scale.numel() == 1 else 1,
         batch, src_h, src_w, dst_h, dst_w, src_g, dst_g, kernel_hw[0], kernel_hw[1],
         int(bias is not None), int(transposed), phases[0], phases[1],
         *strides4(src), *strides4(dst), *w_strides,
         stride[0], stride[1], pad[0], pad[1], dil[0], dil[1],
         ACT=code, EPILOGUE_ACT=epilogue_act and code != 0, STORE_Z=z is not None,
         SRC_ACT_GRAD=src_saved is not None and code != 0, PRECISION=precision,
-        BLOCK_M=block_m, BLOCK_N=block_n, BLOCK_K=block_k, num_warps=warps, num_stages=3)
+        BLOCK_M=block_m, BLOCK_N=block_n, BLOCK_K=block_k, W_QUANT=w_quant, num_warps=warps,
+        num_stages=3)
 
 
 def _wgrad(a, b, saved, act_on_b: bool, groups, kernel_hw, stride, pad, dil,
@@ -543,6 +563,18 @@ def _check_int32(*shapes) -> None:
 # ---------------------------------------------------------------------------------------------
 
 def conv2d_forward(x, weight, bias, stride, padding, dilation, groups, act):
+    _, _, save_z = _act_flags(act)
+    y, z = conv2d_forward_scaled(x, weight, None, bias, stride, padding, dilation, groups, act,
+                                 save_z)
+    return y, (None if act is None else z if save_z else y)
+
+
+def conv2d_forward_scaled(x, weight, scale, bias, stride, padding, dilation, groups, act,
+                          save_z: bool = False):
+    """(y, z or None): conv2d_forward's computation, also for a quantized weight (``scale`` not
+    None: weight int8 or uint8 e4m3fn bits, scale float32 [Cout] | [1], see _conv_gemm_kernel's
+    W_QUANT; every group count runs the implicit GEMM then). z (the pre-activation) only when
+    ``save_z``."""
     batch, in_c, h, w = x.shape
     out_c, _, kh, kw = weight.shape
     pt, pb, pl, pr = padding
@@ -551,10 +583,9 @@ def conv2d_forward(x, weight, bias, stride, padding, dilation, groups, act):
     _check_int32(x.shape, (batch, out_c, out_h, out_w))
     channels_last = _output_format(x, weight)
     y = empty_4d((batch, out_c, out_h, out_w), x.dtype, x.device, channels_last)
-    _, _, save_z = _act_flags(act)
     z = empty_4d(y.shape, x.dtype, x.device, channels_last) if save_z else None
     src = nhwc(x)
-    if _is_depthwise(in_c, groups):
+    if scale is None and _is_depthwise(in_c, groups):
         _depthwise(src, None, weight, bias, y, z, out_c // in_c, (kh, kw), stride, (pt, pl),
                    dilation, False, act, True)
     else:
@@ -562,8 +593,8 @@ def conv2d_forward(x, weight, bias, stride, padding, dilation, groups, act):
         w_strides = (wt.stride(1), wt.stride(0), wt.stride(2), wt.stride(3),
                      (out_c // groups) * wt.stride(0))
         _gemm(src, None, wt, w_strides, bias, y, z, groups, (kh, kw), stride, (pt, pl),
-              dilation, False, act, True)
-    return y, (None if act is None else z if save_z else y)
+              dilation, False, act, True, scale)
+    return y, z
 
 
 def _grad_source(grad_y, saved, act):
@@ -685,6 +716,7 @@ def aot_configs() -> list[AOTConfig]:
         acts = [(0, False)] + ([(heavy.code, True)] if prec == "tf32" or dtype == "bf16" else [])
         gemm_ptrs = {n: ptr for n in ("src_ptr", "src_saved_ptr", "w_ptr", "bias_ptr", "dst_ptr",
                                       "z_ptr")}
+        gemm_ptrs["scale_ptr"] = "*fp32"
         for code, _ in acts:
             # with an activation: the forward epilogue (storing z) and the backward operand
             # transform, largest tile only
@@ -694,7 +726,7 @@ def aot_configs() -> list[AOTConfig]:
                 bm, bn, bk, warps = tile
                 for epi, store_z, grad in modes:
                     cx = dict(ACT=code, EPILOGUE_ACT=epi, STORE_Z=store_z, SRC_ACT_GRAD=grad,
-                              PRECISION=prec, BLOCK_M=bm, BLOCK_N=bn, BLOCK_K=bk)
+                              PRECISION=prec, BLOCK_M=bm, BLOCK_N=bn, BLOCK_K=bk, W_QUANT=0)
                     add(_conv_gemm_kernel, gemm_ptrs, cx, warps,
                         f"gemm {bm}x{bn}x{bk} {prec} act{code}{' grad' if grad else ''}", dtype,
                         mma)

@@ -1,10 +1,15 @@
 """Dropout with a Philox mask that is never stored: element i (row-major logical index) is kept iff
-tl.rand(seed, offset + i) >= float32(p), and kept elements are scaled by float32(1 / (1 - p)).
+tl.rand(seed, offset + i // inner) >= float32(p), and kept elements are scaled by
+float32(1 / (1 - p)). ``inner`` is 1 for dropout (one draw per element) and the number of
+elements of one channel for feature dropout (dropout1d / dropout2d: one draw per (sample,
+channel) of an [N, C, *] tensor).
 Backward regenerates the same mask from (seed, offset). Bit-equal to the NumPy reference
 (gpudnn/reference/philox.py). Indices and Philox counters are 64-bit when offset + numel passes
 2**31 (the counter's high word then feeds Philox, exactly as the reference splits it).
 """
 from __future__ import annotations
+
+import math
 
 import numpy as np
 import torch
@@ -24,10 +29,11 @@ NUM_WARPS = 4
 @triton.jit
 def _dropout_kernel(x_ptr, y_ptr, numel, s1, s2, s3, s4, s5,
                     x0, x1, x2, x3, x4, x5, y0, y1, y2, y3, y4, y5,
-                    p, scale, seed_ptr, offset,
+                    p, scale, seed_ptr, offset, inner,
                     FLAT: tl.constexpr, I64: tl.constexpr, BLOCK: tl.constexpr):
-    """y = x * scale where tl.rand(seed, offset + i) >= p, else x * 0 (i: row-major logical
-    index): a multiply as torch's x * mask / (1 - p), so a dropped NaN / inf gives NaN.
+    """y = x * scale where tl.rand(seed, offset + i // inner) >= p, else x * 0 (i: row-major
+    logical index; inner == 1, a constexpr then, for elementwise dropout): a multiply as torch's
+    x * mask / (1 - p), so a dropped NaN / inf gives NaN.
 
     x_ptr, y_ptr: one logical shape of numel elements, padded to 6 dims of sizes (., s1..s5) with
     element strides x*, y*; FLAT: both contiguous (storage offset == logical index).
@@ -40,9 +46,9 @@ def _dropout_kernel(x_ptr, y_ptr, numel, s1, s2, s3, s4, s5,
     off_x = _pointwise.element_offset(i, FLAT, s1, s2, s3, s4, s5, x0, x1, x2, x3, x4, x5)
     off_y = _pointwise.element_offset(i, FLAT, s1, s2, s3, s4, s5, y0, y1, y2, y3, y4, y5)
     if I64:
-        counter = offset.to(tl.int64) + i
+        counter = offset.to(tl.int64) + i // inner
     else:
-        counter = offset + i
+        counter = offset + i // inner
     keep = tl.rand(seed, counter) >= p
     x = tl.load(x_ptr + off_x, mask=mask, other=0.0).to(tl.float32)
     y = x * tl.where(keep, scale, 0.0)
@@ -64,7 +70,8 @@ def _seed_tensor(seed: int | torch.Tensor, device: torch.device) -> torch.Tensor
     return seed.to(device=device, dtype=torch.int64).reshape(())
 
 
-def _launch(x: torch.Tensor, p: float, seed: int | torch.Tensor, offset: int) -> torch.Tensor:
+def _launch(x: torch.Tensor, p: float, seed: int | torch.Tensor, offset: int,
+            inner: int = 1) -> torch.Tensor:
     _check_p(p)
     _pointwise.check_dtypes("dropout", input=x)
     y = alloc.empty_like(x, memory_format=torch.preserve_format)
@@ -77,7 +84,8 @@ def _launch(x: torch.Tensor, p: float, seed: int | torch.Tensor, offset: int) ->
     scale = float(np.float32(1.0 / (1.0 - p)))
     wrap_triton(_dropout_kernel)[(triton.cdiv(n, BLOCK),)](
         x, y, n, *plan.sizes[1:], *plan.strides[0], *plan.strides[1], p32, scale,
-        _seed_tensor(seed, x.device), int(offset), FLAT=plan.flat, I64=i64, BLOCK=BLOCK, num_warps=NUM_WARPS)
+        _seed_tensor(seed, x.device), int(offset), int(inner), FLAT=plan.flat, I64=i64,
+        BLOCK=BLOCK, num_warps=NUM_WARPS)
     return y
 
 
@@ -92,23 +100,55 @@ def dropout_backward(grad_y: torch.Tensor, p: float, seed: int | torch.Tensor,
     return _launch(grad_y, p, seed, offset)
 
 
+def _inner(x: torch.Tensor) -> int:
+    """Elements of one (sample, channel) of x [N, C, *] (at least 1)."""
+    if x.dim() < 2:
+        raise ValueError(f"feature dropout launchers take x [N, C, *], got shape "
+                         f"{tuple(x.shape)}")
+    return max(math.prod(x.shape[2:]), 1)
+
+
+def feature_dropout_forward(x: torch.Tensor, p: float, seed: int | torch.Tensor,
+                            offset: int) -> torch.Tensor:
+    """x [N, C, *] with whole channels dropped: channel (n, c) is kept iff
+    tl.rand(seed, offset + n * C + c) >= p, and scaled by 1/(1-p)."""
+    return _launch(x, p, seed, offset, _inner(x))
+
+
+def feature_dropout_backward(grad_y: torch.Tensor, p: float, seed: int | torch.Tensor,
+                             offset: int) -> torch.Tensor:
+    return _launch(grad_y, p, seed, offset, _inner(grad_y))
+
+
 def aot_configs() -> list[AOTConfig]:
-    """Flat / strided, 32- / 64-bit counters, fp32 / fp16 / bf16; CI's selection (see
-    _pointwise.aot_all) skips fp16 and the 64-bit counters of the 16-bit dtypes."""
+    """Elementwise (inner == 1, a constexpr) / feature dropout, flat / strided, 32- / 64-bit
+    counters, fp32 / fp16 / bf16; CI's selection (see _pointwise.aot_all) skips fp16 and the
+    64-bit counters of the 16-bit dtypes."""
     configs = []
     names = list(_dropout_kernel.arg_names)
     for dtype in ("fp32", "fp16", "bf16"):
-        for flat in (True, False):
-            for i64 in (False, True):
-                sig = {n: "i32" for n in names}
-                sig.update(x_ptr=f"*{dtype}", y_ptr=f"*{dtype}", p="fp32", scale="fp32",
-                           seed_ptr="*i64",
-                           FLAT="constexpr", I64="constexpr", BLOCK="constexpr")
-                if i64:
-                    sig.update(numel="i64", offset="i64")
-                configs.append(AOTConfig(
-                    _dropout_kernel, sig, dict(FLAT=flat, I64=i64, BLOCK=BLOCK),
-                    num_warps=NUM_WARPS, num_stages=1, dtype=dtype,
-                    label=f"{'flat' if flat else 'strided'}{' i64' if i64 else ''}"))
+        for feature in (False, True):
+            for flat in (True, False):
+                for i64 in (False, True):
+                    sig = {n: "i32" for n in names}
+                    sig.update(x_ptr=f"*{dtype}", y_ptr=f"*{dtype}", p="fp32", scale="fp32",
+                               seed_ptr="*i64",
+                               FLAT="constexpr", I64="constexpr", BLOCK="constexpr")
+                    constexprs = dict(FLAT=flat, I64=i64, BLOCK=BLOCK)
+                    if not feature:
+                        sig["inner"] = "constexpr"
+                        constexprs["inner"] = 1
+                    if i64:
+                        sig.update(numel="i64", offset="i64")
+                    label = f"{'flat' if flat else 'strided'}{' i64' if i64 else ''}"
+                    # measured for sm_90: the feature variant's 64-bit i // inner on top of the
+                    # 6-dim 64-bit decode spills (fp32: 74 spill instructions with triton 3.9,
+                    # 210 with 3.6)
+                    spills = _pointwise.STRIDED_I64_SPILLS if feature and i64 and not flat \
+                        else ""
+                    configs.append(AOTConfig(
+                        _dropout_kernel, sig, constexprs, num_warps=NUM_WARPS, num_stages=1,
+                        dtype=dtype, label=f"feature {label}" if feature else label,
+                        spill_reason=spills))
     return _pointwise.select(configs, lambda c: c.dtype == "fp32" or (
         c.dtype == "bf16" and not c.constexprs["I64"]))

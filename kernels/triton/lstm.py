@@ -23,44 +23,28 @@ nonlinearity i, f, g, o; cells [T, B, H] float32, the cell state after each posi
 from __future__ import annotations
 
 import dataclasses
-import itertools
 
 import torch
 import triton
 import triton.language as tl
 
 from .. import alloc
-from ..graphs import LaunchGraphs, on_device
+from ..graphs import LaunchGraphs
+from ._recurrent import (ForwardLoop, StepLoop, backward_steps, check_dtype, forward_steps,
+                         grad_h_tile, hidden_gates, load_gates, positions, precision, run_loop,
+                         step_aot_variants, step_config, step_grid, step_tile, store_gates,
+                         table_signature, unaligned_variants)
 from ._table import (TABLE_SLOTS, TL_DTYPES, addresses_aligned, load_pointer,
-                     write_pointer_table, write_table_aot_config)
+                     write_table_aot_config)
 from .activations import SIGMOID, TANH, apply_activation
-from .aot import SIGNATURE_DTYPES, AOTConfig
-from ..limits import check_grid
+from .aot import AOTConfig
 from .dense import dense_backward, dense_forward
 
 _SIGMOID = tl.constexpr(SIGMOID)
 _TANH = tl.constexpr(TANH)
-_DTYPES = (torch.float32, torch.float16, torch.bfloat16)
 
 
 # --- kernels -------------------------------------------------------------------------------
-
-@triton.jit
-def _gate_dot(a, w_ptr, gate_rows, offs_k, mask_wk, stride_wr, stride_wc, acc,
-              PRECISION: tl.constexpr):
-    """acc + a [BB, BK] @ W[gate_rows, offs_k]^T ([BK, BH] tile of W^T)."""
-    w = tl.load(w_ptr + gate_rows[None, :] * stride_wr + offs_k.to(tl.int64)[:, None] * stride_wc,
-                mask=mask_wk, other=0.0)
-    return tl.dot(a, w, acc, input_precision=PRECISION)
-
-
-@triton.jit
-def _step_tile(batch, hidden, BLOCK_B: tl.constexpr, BLOCK_H: tl.constexpr):
-    """This program's batch rows (program_id(1)) and hidden units (program_id(0)) of a step,
-    and their masks."""
-    offs_b = tl.program_id(1) * BLOCK_B + tl.arange(0, BLOCK_B)
-    offs_h = tl.program_id(0) * BLOCK_H + tl.arange(0, BLOCK_H)
-    return offs_b, offs_h, offs_b < batch, offs_h < hidden
 
 
 # pointer-table slots of the forward step loop
@@ -108,30 +92,10 @@ def _lstm_step_forward_kernel(
     c_ptr = load_pointer(table_ptr, _FWD_CELLS, tl.float32, ALIGNED) + step64 * batch * hidden
     gates_ptr = (load_pointer(table_ptr, _FWD_GATES, DTYPE, ALIGNED)
                  + step64 * batch * 4 * hidden)
-    offs_b, offs_h, mask_b, mask_h = _step_tile(batch, hidden, BLOCK_B, BLOCK_H)
-    rows_i = offs_h.to(tl.int64)
-    rows_f = rows_i + hidden
-    rows_g = rows_f + hidden
-    rows_o = rows_g + hidden
-    acc_i = tl.zeros((BLOCK_B, BLOCK_H), dtype=tl.float32)
-    acc_f = tl.zeros((BLOCK_B, BLOCK_H), dtype=tl.float32)
-    acc_g = tl.zeros((BLOCK_B, BLOCK_H), dtype=tl.float32)
-    acc_o = tl.zeros((BLOCK_B, BLOCK_H), dtype=tl.float32)
-    h_rows = h_prev_ptr + offs_b.to(tl.int64)[:, None] * stride_hpb
-    for k0 in range(0, hidden, BLOCK_K):
-        offs_k = k0 + tl.arange(0, BLOCK_K)
-        mask_k = offs_k < hidden
-        a = tl.load(h_rows + offs_k.to(tl.int64)[None, :] * stride_hph,
-                    mask=mask_b[:, None] & mask_k[None, :], other=0.0)
-        mask_wk = mask_k[:, None] & mask_h[None, :]
-        acc_i = _gate_dot(a, w_hh_ptr, rows_i, offs_k, mask_wk, stride_wr, stride_wc, acc_i,
-                          PRECISION)
-        acc_f = _gate_dot(a, w_hh_ptr, rows_f, offs_k, mask_wk, stride_wr, stride_wc, acc_f,
-                          PRECISION)
-        acc_g = _gate_dot(a, w_hh_ptr, rows_g, offs_k, mask_wk, stride_wr, stride_wc, acc_g,
-                          PRECISION)
-        acc_o = _gate_dot(a, w_hh_ptr, rows_o, offs_k, mask_wk, stride_wr, stride_wc, acc_o,
-                          PRECISION)
+    offs_b, offs_h, mask_b, mask_h = step_tile(batch, hidden, BLOCK_B, BLOCK_H)
+    acc_i, acc_f, acc_g, acc_o = hidden_gates(
+        h_prev_ptr + offs_b.to(tl.int64)[:, None] * stride_hpb, stride_hph, w_hh_ptr, stride_wr,
+        stride_wc, offs_h, mask_b, mask_h, hidden, 4, BLOCK_B, BLOCK_H, BLOCK_K, PRECISION)
 
     mask = mask_b[:, None] & mask_h[None, :]
     wide = offs_b.to(tl.int64)[:, None] * (4 * hidden) + offs_h[None, :]  # [B, 4H] gate i
@@ -153,11 +117,7 @@ def _lstm_step_forward_kernel(
     tl.store(c_ptr + narrow, c, mask=mask)
     tl.store(h_ptr + narrow, h.to(h_ptr.dtype.element_ty), mask=mask)
     if STORE_GATES:
-        out_ty = gates_ptr.dtype.element_ty
-        tl.store(gates_ptr + wide, gate_i.to(out_ty), mask=mask)
-        tl.store(gates_ptr + wide + hidden, gate_f.to(out_ty), mask=mask)
-        tl.store(gates_ptr + wide + 2 * hidden, gate_g.to(out_ty), mask=mask)
-        tl.store(gates_ptr + wide + 3 * hidden, gate_o.to(out_ty), mask=mask)
+        store_gates(gates_ptr, wide, hidden, gate_i, gate_f, gate_g, gate_o, mask)
 
 
 @triton.jit(do_not_specialize=("step", "next_step", "prev_step"))
@@ -198,33 +158,20 @@ def _lstm_step_backward_kernel(
                   + prev_step.to(tl.int64) * batch * hidden)
     grad_pre_ptr = (load_pointer(table_ptr, _BWD_GRAD_PRE, DTYPE, ALIGNED)
                     + step64 * batch * 4 * hidden)
-    offs_b, offs_h, mask_b, mask_h = _step_tile(batch, hidden, BLOCK_B, BLOCK_H)
+    offs_b, offs_h, mask_b, mask_h = step_tile(batch, hidden, BLOCK_B, BLOCK_H)
     mask = mask_b[:, None] & mask_h[None, :]
     rows64 = offs_b.to(tl.int64)
     cols64 = offs_h.to(tl.int64)
-
-    grad_h = tl.zeros((BLOCK_B, BLOCK_H), dtype=tl.float32)
-    a_rows = grad_pre_next_ptr + rows64[:, None] * (4 * hidden)
-    for k0 in range(0, k_next, BLOCK_K):
-        offs_k = k0 + tl.arange(0, BLOCK_K)
-        mask_k = offs_k < k_next
-        a = tl.load(a_rows + offs_k[None, :], mask=mask_b[:, None] & mask_k[None, :], other=0.0)
-        w = tl.load(w_hh_ptr + offs_k.to(tl.int64)[:, None] * stride_wr
-                    + cols64[None, :] * stride_wc, mask=mask_k[:, None] & mask_h[None, :],
-                    other=0.0)
-        grad_h = tl.dot(a, w, grad_h, input_precision=PRECISION)
-    grad_h += tl.load(grad_y_ptr + rows64[:, None] * stride_gyb + cols64[None, :] * stride_gyh,
-                      mask=mask, other=0.0).to(tl.float32)
+    grad_h = grad_h_tile(grad_pre_next_ptr, 4 * hidden, k_next, w_hh_ptr, stride_wr, stride_wc,
+                         grad_y_ptr, stride_gyb, stride_gyh, offs_b, offs_h, mask_b, mask_h,
+                         BLOCK_B, BLOCK_H, BLOCK_K, PRECISION)
     if HAS_GRAD_H_N:
         grad_h += tl.load(grad_h_n_ptr + rows64[:, None] * stride_ghb
                           + cols64[None, :] * stride_ghh, mask=mask, other=0.0).to(tl.float32)
 
     wide = rows64[:, None] * (4 * hidden) + offs_h[None, :]
     narrow = rows64[:, None] * hidden + offs_h[None, :]
-    gate_i = tl.load(gates_ptr + wide, mask=mask, other=0.0).to(tl.float32)
-    gate_f = tl.load(gates_ptr + wide + hidden, mask=mask, other=0.0).to(tl.float32)
-    gate_g = tl.load(gates_ptr + wide + 2 * hidden, mask=mask, other=0.0).to(tl.float32)
-    gate_o = tl.load(gates_ptr + wide + 3 * hidden, mask=mask, other=0.0).to(tl.float32)
+    gate_i, gate_f, gate_g, gate_o = load_gates(gates_ptr, wide, hidden, mask)
     c = tl.load(c_ptr + narrow, mask=mask, other=0.0)
     c_prev = tl.load(c_prev_ptr + narrow, mask=mask, other=0.0)
     tanh_c = apply_activation(c, _TANH, 0.0)
@@ -240,38 +187,6 @@ def _lstm_step_backward_kernel(
     tl.store(grad_pre_ptr + wide + 3 * hidden,
              (grad_h * tanh_c * gate_o * (1.0 - gate_o)).to(out_ty), mask=mask)
     tl.store(grad_c_ptr + narrow, grad_c * gate_f, mask=mask)
-
-
-# --- heuristics ----------------------------------------------------------------------------
-
-def _precision(dtype: torch.dtype) -> str:
-    if dtype == torch.float32 and torch.backends.cuda.matmul.allow_tf32:
-        return "tf32"
-    return "ieee"
-
-
-def _step_config(batch: int, hidden: int, dtype: torch.dtype) -> dict:
-    """Block sizes of both step kernels. A step is latency-bound: narrow blocks of hidden units
-    give many programs even at hidden 256; 64-row batch blocks use Hopper's warpgroup MMA.
-    hidden is a runtime argument, so every size compiles to these few configurations (tl.dot
-    needs every block dimension >= 16)."""
-    block_b = 16 if batch <= 32 else 64
-    block_k = 32 if dtype == torch.float32 else 64
-    return dict(BLOCK_B=block_b, BLOCK_H=16, BLOCK_K=block_k, num_warps=4, num_stages=2)
-
-
-def _step_grid(cfg: dict, batch: int, hidden: int) -> tuple[int, int]:
-    """The step kernels' grid (hidden blocks, batch blocks), refused before any work when the
-    batch blocks pass CUDA's grid-axis-1 limit."""
-    return check_grid("lstm", (triton.cdiv(hidden, cfg["BLOCK_H"]),
-                               triton.cdiv(batch, cfg["BLOCK_B"])),
-                      ("hidden blocks", "batch blocks"))
-
-
-def _check_dtype(x: torch.Tensor) -> None:
-    if x.dtype not in _DTYPES:
-        raise TypeError(f"the triton LSTM runs float32, float16 and bfloat16 tensors, got "
-                        f"{x.dtype}; use the 'reference' backend for {x.dtype}")
 
 
 # --- launchers -----------------------------------------------------------------------------
@@ -290,26 +205,7 @@ def _input_projection(x2d, w_ih, b_ih, b_hh) -> torch.Tensor:
 # --- step loops: functions of a key and a pointer table only (see kernels/graphs.py) ----------
 
 @dataclasses.dataclass(frozen=True)
-class _StepLoop:
-    """Everything a step loop's launches depend on besides the table (a cache key)."""
-    steps: int
-    batch: int
-    hidden: int
-    dtype: torch.dtype
-    precision: str
-    reverse: bool
-    aligned: bool
-    w_hh_strides: tuple
-
-
-@dataclasses.dataclass(frozen=True)
-class _ForwardLoop(_StepLoop):
-    store_gates: bool
-    h0_strides: tuple
-
-
-@dataclasses.dataclass(frozen=True)
-class _BackwardLoop(_StepLoop):
+class _BackwardLoop(StepLoop):
     grad_y_strides: tuple
     grad_h_n_strides: tuple | None  # None: no grad_h_n
 
@@ -318,16 +214,10 @@ _FORWARD_LOOPS = LaunchGraphs(TABLE_SLOTS)
 _BACKWARD_LOOPS = LaunchGraphs(TABLE_SLOTS)
 
 
-def _positions(steps: int, reverse: bool) -> list[int]:
-    """The positions in the order the forward recurrence processes them."""
-    return list(range(steps - 1, -1, -1)) if reverse else list(range(steps))
-
-
-def _launch_forward_steps(table: torch.Tensor, loop: _ForwardLoop) -> None:
-    cfg = _step_config(loop.batch, loop.hidden, loop.dtype)
-    grid = _step_grid(cfg, loop.batch, loop.hidden)
-    previous = None
-    for t in _positions(loop.steps, loop.reverse):
+def _launch_forward_steps(table: torch.Tensor, loop: ForwardLoop) -> None:
+    cfg = step_config(loop.batch, loop.hidden, loop.dtype)
+    grid = step_grid("lstm", cfg, loop.batch, loop.hidden)
+    for t, previous in forward_steps(loop.steps, loop.reverse):
         if previous is None:  # h0, c0
             h_slot, c_slot, prev_step, strides = FWD_H0, FWD_C0, 0, loop.h0_strides
         else:  # the step before, in y and cells
@@ -336,39 +226,27 @@ def _launch_forward_steps(table: torch.Tensor, loop: _ForwardLoop) -> None:
             table, t, h_slot, c_slot, prev_step, loop.batch, loop.hidden, *loop.w_hh_strides,
             *strides, DTYPE=TL_DTYPES[loop.dtype], STORE_GATES=loop.store_gates,
             ALIGNED=loop.aligned, PRECISION=loop.precision, **cfg)
-        previous = t
 
 
 def _launch_backward_steps(table: torch.Tensor, loop: _BackwardLoop) -> None:
-    cfg = _step_config(loop.batch, loop.hidden, loop.dtype)
-    grid = _step_grid(cfg, loop.batch, loop.hidden)
-    order = _positions(loop.steps, loop.reverse)[::-1]
+    cfg = step_config(loop.batch, loop.hidden, loop.dtype)
+    grid = step_grid("lstm", cfg, loop.batch, loop.hidden)
     grad_h_n_strides = loop.grad_h_n_strides or (0, 0)
-    for k, t in enumerate(order):
-        first_position = k == loop.steps - 1  # the first the forward processed: c_{t-1} = c0
-        c_slot, prev_step = (BWD_C0, 0) if first_position else (BWD_CELLS, order[k + 1])
+    for t, later, earlier in backward_steps(loop.steps, loop.reverse):
+        # c_{t-1}: c0 at the first position the forward processed
+        c_slot, prev_step = (BWD_C0, 0) if earlier is None else (BWD_CELLS, earlier)
         _lstm_step_backward_kernel[grid](
-            table, t, order[k - 1] if k > 0 else t, c_slot, prev_step, loop.batch, loop.hidden,
-            4 * loop.hidden if k > 0 else 0, *loop.w_hh_strides, *loop.grad_y_strides,
+            table, t, t if later is None else later, c_slot, prev_step, loop.batch, loop.hidden,
+            0 if later is None else 4 * loop.hidden, *loop.w_hh_strides, *loop.grad_y_strides,
             *grad_h_n_strides, DTYPE=TL_DTYPES[loop.dtype],
-            HAS_GRAD_H_N=k == 0 and loop.grad_h_n_strides is not None, ALIGNED=loop.aligned,
-            PRECISION=loop.precision, **cfg)
-
-
-def _run_loop(loops: LaunchGraphs, loop, launch, tensors: list) -> None:
-    """Write the table of ``tensors`` and run the loop's launches (replayed from a CUDA graph
-    once captured; a single step is never worth a graph)."""
-    device = tensors[1].device
-    with on_device(device):
-        sequence = loops.sequence(loop, device, capture=loop.steps > 1)
-        sequence.run(lambda table: write_pointer_table(table, tensors),
-                     lambda table: launch(table, loop))
+            HAS_GRAD_H_N=later is None and loop.grad_h_n_strides is not None,
+            ALIGNED=loop.aligned, PRECISION=loop.precision, **cfg)
 
 
 def _forward(x, h0, c0, w_ih, w_hh, b_ih, b_hh, reverse, save, y):
     """Run one layer-direction; y [T, B, H] is preallocated by the caller (a base tensor, never
     a view: autograd forbids in-place updates of outputs that are views)."""
-    _check_dtype(x)
+    check_dtype("LSTM", x)
     steps, batch, input_size = x.shape
     hidden = h0.shape[-1]
     cells = alloc.empty((steps, batch, hidden), dtype=torch.float32, device=x.device)
@@ -376,16 +254,16 @@ def _forward(x, h0, c0, w_ih, w_hh, b_ih, b_hh, reverse, save, y):
         if save else None
     if batch == 0 or hidden == 0:
         return cells, gates
-    _step_grid(_step_config(batch, hidden, x.dtype), batch, hidden)  # refuse before any work
+    step_grid("lstm", step_config(batch, hidden, x.dtype), batch, hidden)  # before any work
     x_proj = _input_projection(x.reshape(steps * batch, input_size), w_ih, b_ih, b_hh)
     tensors = [None] * 7
     tensors[FWD_X_PROJ], tensors[FWD_W_HH], tensors[FWD_H0], tensors[FWD_C0] = \
         x_proj, w_hh, h0, _float_contiguous(c0)
     tensors[FWD_Y], tensors[FWD_CELLS], tensors[FWD_GATES] = y, cells, gates
-    loop = _ForwardLoop(steps, batch, hidden, x.dtype, _precision(x.dtype), bool(reverse),
-                        addresses_aligned(tensors), tuple(w_hh.stride()), bool(save),
-                        tuple(h0.stride()))
-    _run_loop(_FORWARD_LOOPS, loop, _launch_forward_steps, tensors)
+    loop = ForwardLoop(steps, batch, hidden, x.dtype, precision(x.dtype), bool(reverse),
+                       addresses_aligned(tensors), tuple(w_hh.stride()), bool(save),
+                       tuple(h0.stride()))
+    run_loop(_FORWARD_LOOPS, loop, _launch_forward_steps, tensors, x.device)
     return cells, gates
 
 
@@ -398,17 +276,17 @@ def _backward(grad_y, grad_h_n, grad_c_n, x, h0, c0, w_ih, w_hh, y, saved, rever
     grad_pre = alloc.empty((steps, batch, 4 * hidden), dtype=dtype, device=device)
     grad_c = alloc.empty((batch, hidden), dtype=torch.float32, device=device)
     grad_c.copy_(grad_c_n)
-    order = _positions(steps, reverse)[::-1]
+    order = positions(steps, reverse)[::-1]
     if batch and hidden:
         tensors = [None] * 8
         tensors[BWD_GRAD_PRE], tensors[BWD_W_HH], tensors[BWD_GRAD_Y] = grad_pre, w_hh, grad_y
         tensors[BWD_GRAD_H_N], tensors[BWD_GRAD_C], tensors[BWD_GATES] = grad_h_n, grad_c, gates
         tensors[BWD_CELLS], tensors[BWD_C0] = cells, _float_contiguous(c0)
-        loop = _BackwardLoop(steps, batch, hidden, dtype, _precision(dtype), bool(reverse),
+        loop = _BackwardLoop(steps, batch, hidden, dtype, precision(dtype), bool(reverse),
                              addresses_aligned(tensors), tuple(w_hh.stride()),
                              tuple(grad_y.stride()),
                              tuple(grad_h_n.stride()) if grad_h_n is not None else None)
-        _run_loop(_BACKWARD_LOOPS, loop, _launch_backward_steps, tensors)
+        run_loop(_BACKWARD_LOOPS, loop, _launch_backward_steps, tensors, device)
     else:
         grad_pre.zero_()
 
@@ -470,47 +348,18 @@ def lstm_cell_backward(grad_h, grad_c, x, h, c, w_ih, w_hh, c_new, saved, needs)
 
 # --- ahead-of-time configurations ----------------------------------------------------------
 
-def _table_signature(kernel) -> dict[str, str]:
-    """A step kernel's signature: the int64 pointer table, i32 integers, then constexprs."""
-    return {p.name: "constexpr" if p.is_constexpr else "*i64" if p.name == "table_ptr" else "i32"
-            for p in kernel.params}
-
-
 def aot_configs() -> list[AOTConfig]:
-    """Every configuration the heuristics above can pick: fp32 (ieee and tf32), fp16, bf16,
-    with aligned tensors; bf16 also unaligned; and the pointer-table write."""
+    """Every configuration the heuristics above can pick (``step_aot_variants``), each step
+    kernel with its flag off and on; bf16 also unaligned; and the pointer-table write."""
     configs = []
-    variants = [(torch.float32, "ieee"), (torch.float32, "tf32"), (torch.float16, "ieee"),
-                (torch.bfloat16, "ieee")]
-    for dtype, precision in variants:
-        name = SIGNATURE_DTYPES[dtype]
-        seen = set()
-        for batch, hidden in itertools.product((1, 32, 33, 128), (1, 256, 1024)):
-            step = _step_config(batch, hidden, dtype)
-            key = (step["BLOCK_B"], step["BLOCK_H"])
-            if key in seen:
-                continue
-            seen.add(key)
-            blocks = {k: step[k] for k in ("BLOCK_B", "BLOCK_H", "BLOCK_K")}
-            label = "B{BLOCK_B} H{BLOCK_H} K{BLOCK_K} {precision}".format(**blocks,
-                                                                       precision=precision)
-            # tensor cores unless fp32 runs in full precision; 64-row blocks get Hopper's wgmma
-            mma = "" if precision == "ieee" and dtype == torch.float32 else \
-                "HGMMA" if step["BLOCK_B"] == 64 else "HMMA"
-            common = dict(num_warps=step["num_warps"], num_stages=step["num_stages"], dtype=name,
-                          expect_mma=mma)
-            constexprs = {"DTYPE": TL_DTYPES[dtype], "ALIGNED": True, **blocks,
-                          "PRECISION": precision}
-            for kernel, flag, what in ((_lstm_step_forward_kernel, "STORE_GATES", "forward"),
-                                       (_lstm_step_backward_kernel, "HAS_GRAD_H_N", "backward")):
-                for value in (False, True):
-                    configs.append(AOTConfig(
-                        kernel=kernel, signature=_table_signature(kernel),
-                        constexprs={**constexprs, flag: value},
-                        label=f"lstm step {what} {label} {flag.lower()}={value}", **common))
-    # unaligned tensors (e.g. a view at an odd offset) drop the alignment hints only
-    configs += [dataclasses.replace(c, constexprs=dict(c.constexprs, ALIGNED=False),
-                                    label=f"{c.label} unaligned")
-                for c in configs if c.dtype == "bf16"]
+    for label, constexprs, common in step_aot_variants():
+        for kernel, flag, what in ((_lstm_step_forward_kernel, "STORE_GATES", "forward"),
+                                   (_lstm_step_backward_kernel, "HAS_GRAD_H_N", "backward")):
+            for value in (False, True):
+                configs.append(AOTConfig(
+                    kernel=kernel, signature=table_signature(kernel),
+                    constexprs={**constexprs, flag: value},
+                    label=f"lstm step {what} {label} {flag.lower()}={value}", **common))
+    configs += unaligned_variants(configs)
     configs.append(write_table_aot_config())
     return configs
