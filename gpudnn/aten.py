@@ -93,7 +93,8 @@ from .ops.batchnorm import BATCH_NORM
 from .ops.conv import CONV2D, CONV_TRANSPOSE2D, launcher_layout, output_format
 from .ops.dense import DENSE
 from .ops.dropout import DROPOUT, draw_seed
-from .ops.losses import BCE_WITH_LOGITS, CROSS_ENTROPY, MSE_LOSS
+from .ops.losses import (BCE, BCE_WITH_LOGITS, CROSS_ENTROPY, CROSS_ENTROPY_PROBS, MSE_LOSS,
+                         NLL_LOSS)
 from .ops.losses import binary_cross_entropy_with_logits as _bce_with_logits
 from .ops.losses import cross_entropy as _cross_entropy
 from .ops.lstm import LSTM_LAYER
@@ -624,30 +625,200 @@ def _mse_loss_backward(choice, grad_output, self, target, reduction):
     return like_layout(grad, self)
 
 
+_CLASS_INDICES = (torch.int64, torch.uint8)  # the target dtypes ATen's nll_loss takes
+
+
+def _class_weight_ok(weight, self, classes: int) -> bool:
+    """None, or [classes] of self's dtype (ATen's nll_loss raises for the others)."""
+    return weight is None or (weight.dim() == 1 and weight.shape[0] == classes
+                              and weight.dtype == self.dtype)
+
+
+def _nll_rows(self, target, weight, ignore_index, image: bool):
+    """(rows [M, C] with the class dim last, flat int64 targets [M], the non-ignored ones [M]) of
+    nll_loss_forward / _backward (self [N, C] with target [N], or [C] with a 0-d target) or
+    nll_loss2d_forward / _backward (self [N, C, H, W], target [N, H, W]); _Uncovered for other
+    shapes and dtypes, and for a target outside [0, C) that is not ignore_index (ATen raises its
+    IndexError; gpudnn's kernels would give NaN): one host sync, as gpudnn's own nll_loss."""
+    if image:
+        shaped = self.dim() == 4 and tuple(target.shape) == (self.shape[0], *self.shape[2:])
+    else:
+        shaped = (self.dim() == 2 and target.dim() == 1 and target.shape[0] == self.shape[0]) \
+            or (self.dim() == 1 and target.dim() == 0)
+    if not shaped or target.dtype not in _CLASS_INDICES or not _floating(self, weight):
+        raise _Uncovered
+    classes = self.shape[1 if self.dim() > 1 else 0]
+    if not _class_weight_ok(weight, self, classes):
+        raise _Uncovered
+    flat = target.reshape(-1).long()
+    valid = flat != ignore_index
+    if bool((valid & ((flat < 0) | (flat >= classes))).any()):
+        raise _Uncovered
+    rows = self.movedim(1, -1).reshape(-1, classes) if image else self.reshape(-1, classes)
+    return rows, flat, valid
+
+
+def _total_weight(self, flat, valid, weight, reduction: str):
+    """ATen's total_weight: the summed weights of the non-ignored targets (their count without
+    weights); 0 for a per-row loss of a batch (ATen's kernels skip the sum there)."""
+    if reduction == "none" and self.dim() > 1:
+        return self.new_zeros(())
+    if weight is None:
+        return valid.sum().to(self.dtype)
+    return torch.where(valid, weight[flat.masked_fill(~valid, 0)], 0).sum()
+
+
+def _nll_forward(choice, self, target, weight, reduction, ignore_index, image):
+    red = _reduction(reduction)
+    if red is None:
+        raise _Uncovered
+    rows, flat, valid = _nll_rows(self, target, weight, ignore_index, image)
+    backend = _backend(choice, NLL_LOSS, rows, flat, weight)
+    loss = NLL_LOSS.forward(backend)(rows, flat, int(ignore_index), red, weight)
+    if red == "none":
+        loss = loss.reshape(target.shape)
+    return loss, _total_weight(self, flat, valid, weight, red)
+
+
+def _nll_backward(choice, grad_output, self, target, weight, reduction, ignore_index,
+                  total_weight, image):
+    """gpudnn's NLL gradient with ATen's total_weight (not recomputed): the mean's gradient is
+    the sum's with grad_output / total_weight, as ATen's kernels round it."""
+    red = _reduction(reduction)
+    if red is None or total_weight.numel() != 1 \
+            or not _floating(grad_output, self, total_weight) \
+            or (grad_output.shape != target.shape if red == "none"
+                else grad_output.numel() != 1 or grad_output.dim() > 1):
+        raise _Uncovered
+    rows, flat, _ = _nll_rows(self, target, weight, ignore_index, image)
+    if red == "none":
+        grad = grad_output.reshape(-1)
+    else:
+        grad = grad_output.reshape(())
+        if red == "mean":
+            grad = grad / total_weight.reshape(())
+    backend = _backend(choice, NLL_LOSS, grad, rows, flat, weight)
+    grad_rows = NLL_LOSS.backward(backend)(grad, rows, flat, int(ignore_index),
+                                           "none" if red == "none" else "sum", weight)
+    if image:
+        n, c, h, w = self.shape
+        grad_self = grad_rows.reshape(n, h, w, c).permute(0, 3, 1, 2)
+    else:
+        grad_self = grad_rows.reshape(self.shape)
+    return like_layout(grad_self, self)
+
+
+def _nll_loss_forward(choice, self, target, weight, reduction, ignore_index):
+    return _nll_forward(choice, self, target, weight, reduction, ignore_index, False)
+
+
+def _nll_loss_backward(choice, grad_output, self, target, weight, reduction, ignore_index,
+                       total_weight):
+    return _nll_backward(choice, grad_output, self, target, weight, reduction, ignore_index,
+                         total_weight, False)
+
+
+def _nll_loss2d_forward(choice, self, target, weight, reduction, ignore_index):
+    return _nll_forward(choice, self, target, weight, reduction, ignore_index, True)
+
+
+def _nll_loss2d_backward(choice, grad_output, self, target, weight, reduction, ignore_index,
+                         total_weight):
+    return _nll_backward(choice, grad_output, self, target, weight, reduction, ignore_index,
+                         total_weight, True)
+
+
+def _broadcasts_to(weight, x) -> bool:
+    """None, or a tensor that broadcasts to x's shape without growing it (ATen would return a
+    larger loss for one that grows it; gpudnn's kernels take x's shape)."""
+    if weight is None:
+        return True
+    try:
+        return torch.broadcast_shapes(weight.shape, x.shape) == x.shape
+    except RuntimeError:
+        return False
+
+
+def _in_unit(*tensors: torch.Tensor) -> bool:
+    """Every element in [0, 1] (NaN is not): one host sync."""
+    return bool(torch.stack([((t >= 0) & (t <= 1)).all() for t in tensors]).all())
+
+
+def _bce_covered(self, target, weight, reduction, grad_output=None) -> str:
+    """gpudnn's reduction name of a binary_cross_entropy (backward) call gpudnn covers, or
+    _Uncovered: one dtype, weight broadcast to self, input and target in [0, 1] (outside, ATen's
+    forward raises and its backward gives finite values, gpudnn's kernels NaN)."""
+    red = _reduction(reduction)
+    if red is None or self.shape != target.shape or not _broadcasts_to(weight, self) \
+            or not _floating(self, target, weight, grad_output) \
+            or (grad_output is not None
+                and (grad_output.shape != self.shape if red == "none"
+                     else grad_output.numel() != 1 or grad_output.dim() > 1)) \
+            or not _in_unit(self, target):
+        raise _Uncovered
+    return red
+
+
+def _binary_cross_entropy(choice, self, target, weight=None, reduction=1):
+    red = _bce_covered(self, target, weight, reduction)
+    backend = _backend(choice, BCE, self, target, weight)
+    loss = BCE.forward(backend)(self, target, red, weight, None)
+    return like_layout(loss, self) if red == "none" else loss
+
+
+def _binary_cross_entropy_backward(choice, grad_output, self, target, weight=None, reduction=1):
+    red = _bce_covered(self, target, weight, reduction, grad_output)
+    backend = _backend(choice, BCE, grad_output, self, target, weight)
+    grad = grad_output if red == "none" else grad_output.reshape(())
+    grad_self, _ = BCE.backward(backend)(grad, self, target, red, (True, False), weight, None)
+    return like_layout(grad_self, self)
+
+
 # --- autograd level: gpudnn's public functions, with gpudnn's own autograd formulas ---------------
+
+def _constant(*weights) -> bool:
+    """No weight that autograd would differentiate: ATen's cross-entropy on probabilities
+    differentiates its class weight (gpudnn's raises, as ATen's other losses do)."""
+    return not (torch.is_grad_enabled() and any(w is not None and w.requires_grad
+                                                for w in weights))
+
 
 def _cross_entropy_loss(choice, self, target, weight=None, reduction=1, ignore_index=-100,
                         label_smoothing=0.0):
+    """Class indices (a target shaped as self without the class dim, int64 / uint8) or class
+    probabilities (a target of self's shape and dtype: ATen tells them apart by shape), with
+    class weights and label smoothing."""
     red = _reduction(reduction)
-    if red is None or weight is not None or label_smoothing != 0.0 or self.dim() == 0 \
-            or target.is_floating_point() or target.dtype == torch.bool \
-            or not _floating(self) or not _plain(self, target):
+    if red is None or self.dim() == 0 or not 0.0 <= label_smoothing <= 1.0 \
+            or not _plain(self, target, weight) or not _constant(weight):
         raise _Uncovered
-    backend = _backend(choice, CROSS_ENTROPY, self, target)
+    probabilities = target.shape == self.shape
+    if probabilities:  # ATen's composite refuses ignore_index >= 0 here, and ignores the others
+        covered = target.dtype == self.dtype and ignore_index < 0
+        ignore_index, kernels = -100, CROSS_ENTROPY_PROBS
+    else:
+        covered = target.dtype in _CLASS_INDICES
+        kernels = CROSS_ENTROPY
+    classes = self.shape[1 if self.dim() > 1 else 0]
+    if not covered or not _floating(self, weight) or not _class_weight_ok(weight, self, classes):
+        raise _Uncovered
+    backend = _backend(choice, kernels, self, target, weight)
     with use_backend(backend):
-        return _cross_entropy(self, target, ignore_index=int(ignore_index), reduction=red)
+        return _cross_entropy(self, target, weight, ignore_index=int(ignore_index),
+                              reduction=red, label_smoothing=float(label_smoothing))
 
 
 def _binary_cross_entropy_with_logits(choice, self, target, weight=None, pos_weight=None,
                                       reduction=1):
     red = _reduction(reduction)
-    if red is None or weight is not None or pos_weight is not None \
-            or self.shape != target.shape or not _floating(self, target) \
-            or not _plain(self, target):
+    if red is None or self.shape != target.shape \
+            or not _floating(self, target, weight, pos_weight) \
+            or not _broadcasts_to(weight, self) or not _broadcasts_to(pos_weight, self) \
+            or not _plain(self, target, weight, pos_weight) or not _constant(weight, pos_weight):
         raise _Uncovered
-    backend = _backend(choice, BCE_WITH_LOGITS, self, target)
+    backend = _backend(choice, BCE_WITH_LOGITS, self, target, weight, pos_weight)
     with use_backend(backend):
-        return _bce_with_logits(self, target, reduction=red)
+        return _bce_with_logits(self, target, weight, reduction=red, pos_weight=pos_weight)
 
 
 def _rnn_covered(input, hx, params, has_biases, num_layers, bidirectional, states: int) -> bool:
@@ -885,6 +1056,10 @@ _BACKEND_LEVEL = [
     ("max_pool2d_with_indices_backward", _max_pool2d_with_indices_backward),
     ("avg_pool2d", _avg_pool2d), ("avg_pool2d_backward", _avg_pool2d_backward),
     ("mse_loss", _mse_loss), ("mse_loss_backward", _mse_loss_backward),
+    ("nll_loss_forward", _nll_loss_forward), ("nll_loss_backward", _nll_loss_backward),
+    ("nll_loss2d_forward", _nll_loss2d_forward), ("nll_loss2d_backward", _nll_loss2d_backward),
+    ("binary_cross_entropy", _binary_cross_entropy),
+    ("binary_cross_entropy_backward", _binary_cross_entropy_backward),
 ]
 if _norm is not None:
     _BACKEND_LEVEL += [

@@ -4,6 +4,13 @@ from __future__ import annotations
 import torch
 
 
+def contiguous(*tensors: torch.Tensor | None) -> tuple[torch.Tensor | None, ...]:
+    """Each tensor contiguous (None stays None): for the per-channel vectors and small
+    parameters the kernels index by element offset, which a user's view may stride (a slice) or
+    repeat (an expanded zero-stride view)."""
+    return tuple(t.contiguous() if t is not None else None for t in tensors)
+
+
 def is_dense(t: torch.Tensor) -> bool:
     """Non-overlapping and dense: the elements fill exactly numel slots in some order, so a
     kernel may treat the storage as a flat array (any permutation of a contiguous tensor)."""

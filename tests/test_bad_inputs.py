@@ -223,6 +223,8 @@ row("adaptive_avg_pool2d", "output_size", "negative", lambda: F.adaptive_avg_poo
 row("adaptive_avg_pool2d", "output_size", "three values",
     lambda: F.adaptive_avg_pool2d(t(*P4), (2, 2, 2)))
 row("adaptive_avg_pool2d", "input", "2-d", lambda: F.adaptive_avg_pool2d(t(6, 6), 2))
+row("adaptive_avg_pool2d", "input", "2-d with a pair output_size",
+    lambda: F.adaptive_avg_pool2d(t(6, 6), (1, 1)))
 row("adaptive_avg_pool2d", "input", "empty height", lambda: F.adaptive_avg_pool2d(t(1, 2, 0, 6), 2))
 row("adaptive_avg_pool2d", "input", "integer dtype",
     lambda: F.adaptive_avg_pool2d(t(*P4, dtype=torch.int64), 2))

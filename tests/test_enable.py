@@ -118,6 +118,23 @@ def _channels_last(t):
     return t.contiguous(memory_format=CHANNELS_LAST)
 
 
+def _class_weights(like, classes):
+    """Fixed positive class weights of like's dtype and device (constants: ATen's losses are not
+    differentiable in them)."""
+    gen = torch.Generator().manual_seed(11)
+    return (torch.rand(classes, dtype=torch.float64, generator=gen) + 0.5).to(like)
+
+
+def _nll(x, target, **kwargs):
+    return F.nll_loss(F.log_softmax(x, dim=1 if x.dim() > 1 else 0), target, **kwargs)
+
+
+NLL_OPS = ("_log_softmax", "_log_softmax_backward_data", "nll_loss_forward", "nll_loss_backward")
+NLL2D_OPS = ("_log_softmax", "_log_softmax_backward_data", "nll_loss2d_forward",
+             "nll_loss2d_backward")
+BCE_OPS = ("binary_cross_entropy", "binary_cross_entropy_backward")
+
+
 def _batch_norm(training: bool):
     def fn(x, w, b):
         # the same running statistics for both runs (the module test compares their updates)
@@ -164,6 +181,57 @@ CASES = {
     "bce_with_logits": (lambda x: F.binary_cross_entropy_with_logits(
         x, _probabilities(x.dtype, x.shape), reduction="none"),
         lambda d: _randn(d, (4, 5), scale=4.0), ("binary_cross_entropy_with_logits",)),
+    "cross_entropy_weight": (lambda x: F.cross_entropy(x, _target((6,), 5, ignore=-100),
+                                                       weight=_class_weights(x, 5)),
+                             lambda d: _randn(d, (6, 5)), ("cross_entropy_loss",)),
+    "cross_entropy_label_smoothing": (
+        lambda x: F.cross_entropy(x, _target((2, 3, 3), 4, ignore=1), weight=_class_weights(x, 4),
+                                  ignore_index=1, label_smoothing=0.2, reduction="none"),
+        lambda d: _randn(d, (2, 4, 3, 3)), ("cross_entropy_loss",)),
+    # the target's gradient too (gpudnn's formula for class probabilities)
+    "cross_entropy_probabilities": (
+        lambda x, p: F.cross_entropy(x, p, weight=_class_weights(x, 5), label_smoothing=0.1),
+        lambda d: _randn(d, (6, 5)) + [_probabilities(d, (6, 5))], ("cross_entropy_loss",)),
+    "cross_entropy_probabilities_4d": (lambda x, p: F.cross_entropy(x, p, reduction="sum"),
+                                       lambda d: _randn(d, (2, 4, 3, 2)) +
+                                       [_probabilities(d, (2, 4, 3, 2))],
+                                       ("cross_entropy_loss",)),
+    "bce_with_logits_pos_weight": (
+        lambda x, t: F.binary_cross_entropy_with_logits(
+            x, t, weight=_class_weights(x, 5)[:, None], pos_weight=_class_weights(x, 5) * 2),
+        lambda d: _randn(d, (5, 5), scale=4.0) + [_probabilities(d, (5, 5))],
+        ("binary_cross_entropy_with_logits",)),
+    "nll_loss": (lambda x: _nll(x, _target((6,), 5)), lambda d: _randn(d, (6, 5)), NLL_OPS),
+    "nll_loss_weight_sum": (lambda x: _nll(x, _target((6,), 5, ignore=2), ignore_index=2,
+                                           weight=_class_weights(x, 5), reduction="sum"),
+                            lambda d: _randn(d, (6, 5)), NLL_OPS),
+    "nll_loss_weight_none": (lambda x: _nll(x, _target((6,), 5, ignore=-100),
+                                            weight=_class_weights(x, 5), reduction="none"),
+                             lambda d: _randn(d, (6, 5)), NLL_OPS),
+    "nll_loss_unbatched": (lambda x: _nll(x, _target((), 5), weight=_class_weights(x, 5)),
+                           lambda d: _randn(d, (5,)), NLL_OPS),
+    "nll_loss_4d": (lambda x: _nll(x, _target((2, 3, 3), 4, ignore=-100),
+                                   weight=_class_weights(x, 4)),
+                    lambda d: _randn(d, (2, 4, 3, 3)), NLL2D_OPS),
+    "nll_loss_4d_none_channels_last": (lambda x: _nll(_channels_last(x), _target((2, 3, 2), 4),
+                                                      reduction="none"),
+                                       lambda d: _randn(d, (2, 4, 3, 2)), NLL2D_OPS),
+    "nll_loss_3d_ignore": (lambda x: _nll(x, _target((2, 5), 3, ignore=0), ignore_index=0,
+                                          reduction="sum"),
+                           lambda d: _randn(d, (2, 3, 5)), NLL2D_OPS),
+    # the target's gradient is ATen's own composite formula
+    "binary_cross_entropy": (F.binary_cross_entropy,
+                             lambda d: [_probabilities(d, (4, 5)),
+                                        _probabilities(d, (4, 5)).flip(0)], BCE_OPS),
+    "binary_cross_entropy_weight": (
+        lambda p: F.binary_cross_entropy(p, _probabilities(p.dtype, p.shape).flip(1),
+                                         weight=_class_weights(p, 5), reduction="none"),
+        lambda d: [_probabilities(d, (4, 5))], BCE_OPS),
+    "binary_cross_entropy_weight_sum": (
+        lambda p: F.binary_cross_entropy(_channels_last(p), _probabilities(p.dtype, p.shape),
+                                         weight=_class_weights(p, 3)[:, None, None],
+                                         reduction="sum"),
+        lambda d: [_probabilities(d, (2, 3, 2, 4)).flip(0)], BCE_OPS),
     "mse_loss": (F.mse_loss, lambda d: _randn(d, (4, 5), (4, 5)),
                  ("mse_loss", "mse_loss_backward")),
     "max_pool2d": (lambda x: F.max_pool2d(x, 3, 2, 1), lambda d: _randn(d, (2, 3, 9, 9)),
@@ -213,7 +281,9 @@ CASES.update({name: case for name, case in OPTIONAL_CASES.items()
               if f"aten::{case[2][0]}" in aten.ATEN_OPS})
 # what the Triton interpreter runs on the CPU (small shapes, float32)
 INTERPRETED_CASES = ["linear", "conv2d", "batch_norm_train", "log_softmax", "cross_entropy",
-                     "max_pool2d", "avg_pool2d", "relu", "gelu"]
+                     "max_pool2d", "avg_pool2d", "relu", "gelu", "nll_loss_weight_none",
+                     "nll_loss_4d", "binary_cross_entropy_weight", "cross_entropy_probabilities",
+                     "bce_with_logits_pos_weight"]
 
 
 @pytest.mark.parametrize("backend,dtype", SETUPS)
@@ -259,7 +329,7 @@ CNN_OPS = ("convolution", "convolution_backward", "native_batch_norm",
            "native_batch_norm_backward", "relu", "relu_", "threshold_backward",
            "max_pool2d_with_indices", "max_pool2d_with_indices_backward", "avg_pool2d",
            "avg_pool2d_backward", "addmm", "mm", "gelu", "gelu_backward", "_log_softmax",
-           "_log_softmax_backward_data")
+           "_log_softmax_backward_data", "nll_loss_forward", "nll_loss_backward")
 
 
 @pytest.mark.parametrize("backend,dtype", SETUPS)
@@ -268,9 +338,7 @@ def test_unconverted_cnn_trains_like_torch(backend, dtype):
     model = SmallCNN().to(DEVICE, dtype)
     x = _randn(dtype, (4, 1, 8, 8))[0]
     target = _target((4,), 5)
-    stats = _check(lambda *a: None, [x, target], backend, dtype, module=copy.deepcopy(model),
-                   ops=CNN_OPS)
-    assert "aten::nll_loss_forward" not in stats  # not covered: ATen's
+    _check(lambda *a: None, [x, target], backend, dtype, module=copy.deepcopy(model), ops=CNN_OPS)
     # two training steps each: the same running statistics and the same updated weights
     ours, theirs = copy.deepcopy(model), copy.deepcopy(model)
     for m, ctx in ((theirs, contextlib.nullcontext()), (ours, _enabled(backend))):
@@ -391,6 +459,21 @@ def test_special_values_like_torch(backend, dtype):
         with _enabled(backend):
             got = fn(x)
         assert_close(got, expected, dtype, signed_zeros=True)
+    # NLL of each special value (its row's target on it), and BCE at 0 and 1 (the clamped logs)
+    rows, p = x.expand(7, 7), torch.tensor([0.0, 1.0, 0.0, 1.0, 0.5], dtype=dtype, device=DEVICE)
+    losses = [(lambda r: F.nll_loss(r, torch.arange(7, device=DEVICE), reduction="none"), rows),
+              (lambda r: F.nll_loss(r, torch.arange(7, device=DEVICE) % 3), rows[:, 1:4]),
+              (lambda q: F.binary_cross_entropy(q, torch.tensor([0.0, 1.0, 1.0, 0.0, 0.5],
+                                                                dtype=dtype, device=DEVICE),
+                                                reduction="none"), p)]
+    for fn, value in losses:
+        expected = _forward_backward(fn, [value])
+        gpudnn.reset_enabled_stats()
+        with _enabled(backend):
+            got = _forward_backward(fn, [value])
+        assert gpudnn.enabled_stats(fallbacks=True) == {}
+        for a, e in zip(got[0] + got[1], expected[0] + expected[1]):
+            assert_close(a, e, dtype, signed_zeros=True)
     grad = torch.ones_like(x)
     with _enabled(backend):  # relu' at NaN is 1 and at -0.0 is 0, as threshold_backward's
         got = torch.ops.aten.threshold_backward(grad, x, 0)
@@ -402,16 +485,29 @@ def test_uncovered_cases_fall_back_to_aten():
     fallbacks, never as gpudnn runs."""
     x, w, b = (torch.randn(s, dtype=torch.float64, device=DEVICE) for s in ((4, 5), (3, 5), (3,)))
     img = torch.randn(2, 3, 6, 6, dtype=torch.float64, device=DEVICE)
+    p = x.sigmoid()
+    trainable = torch.rand(5, dtype=torch.float64, device=DEVICE, requires_grad=True)
     cases = [  # (call, the ATen operator that must go to ATen's kernel)
         (lambda: torch.addmm(b, x, w.t(), beta=0.5), "addmm"),         # beta != 1
         (lambda: torch.mm(x.to(torch.complex128), w.t().to(torch.complex128)).abs(), "mm"),
         (lambda: torch.mm(x[:0], w.t()), "mm"),                        # empty
         (lambda: F.conv1d(img[:, :, 0], img[:2, :, :3, 0]), "convolution"),  # 1-D
-        (lambda: F.cross_entropy(x, torch.zeros(4, dtype=torch.long, device=DEVICE),
-                                 label_smoothing=0.1), "cross_entropy_loss"),
-        (lambda: F.cross_entropy(x, torch.softmax(x, 1)), "cross_entropy_loss"),  # soft targets
-        (lambda: F.binary_cross_entropy_with_logits(x, x.sigmoid(), pos_weight=b.new_ones(5)),
+        # ATen differentiates a class weight of probability targets; gpudnn does not
+        (lambda: F.cross_entropy(x, torch.softmax(x, 1), weight=trainable).detach(),
+         "cross_entropy_loss"),
+        # a float32 pos_weight on float64 logits (ATen promotes)
+        (lambda: F.binary_cross_entropy_with_logits(
+            x, p, pos_weight=x.new_full((5,), 2.0, dtype=torch.float32), reduction="none"),
          "binary_cross_entropy_with_logits"),
+        # a float32 weight on float64 probabilities
+        (lambda: F.binary_cross_entropy(p, p.flip(0), weight=x.new_ones(5, dtype=torch.float32)),
+         "binary_cross_entropy"),
+        # out of [0, 1]: ATen's backward has finite values there, gpudnn's kernel NaN
+        (lambda: torch.ops.aten.binary_cross_entropy_backward(x.new_tensor(1.0), p * 2, p),
+         "binary_cross_entropy_backward"),
+        # an unbatched input with a [1] target
+        (lambda: torch.ops.aten.nll_loss_forward(x[0], b.new_ones(1, dtype=torch.long), None, 1,
+                                                 -100)[0], "nll_loss_forward"),
         (lambda: torch.ops.aten.threshold_backward(x, x, 0.5), "threshold_backward"),
         (lambda: F.max_pool2d(img, 3, 1, 1).sum(dim=(2, 3)), None),   # covered: a control
     ]
@@ -435,12 +531,19 @@ def test_uncovered_cases_fall_back_to_aten():
     gpudnn.reset_enabled_stats()
     with gpudnn.enabled(devices=(DEVICE,), backend="reference"):
         torch.addmm(b, x, w.t(), alpha=2.0)
-        F.cross_entropy(x, torch.zeros(4, dtype=torch.long, device=DEVICE), label_smoothing=0.1)
+        logits = x.detach().requires_grad_()
+        F.cross_entropy(logits, torch.softmax(x, 1), weight=trainable).backward()
     fallbacks = gpudnn.enabled_stats(fallbacks=True)
     assert fallbacks["aten::addmm"] == 1 and fallbacks["aten::cross_entropy_loss"] == 1
-    # label smoothing's composite still runs its log_softmax on gpudnn
+    # ATen's composite of probability targets still runs its log_softmax on gpudnn
     assert "aten::addmm" not in gpudnn.enabled_stats()
     assert gpudnn.enabled_stats()["aten::_log_softmax"] == 1
+    assert gpudnn.enabled_stats()["aten::_log_softmax_backward_data"] == 1
+    reference = x.detach().requires_grad_()
+    expected = torch.autograd.grad(F.cross_entropy(reference, torch.softmax(x, 1),
+                                                   weight=trainable), (reference, trainable))
+    assert_close(logits.grad, expected[0], torch.float64)
+    assert_close(trainable.grad, expected[1], torch.float64)
 
 
 def test_invalid_arguments_raise_torchs_errors():
@@ -450,6 +553,13 @@ def test_invalid_arguments_raise_torchs_errors():
         (RuntimeError, lambda: F.max_pool2d(img, 2, padding=2)),
         (RuntimeError, lambda: torch.mm(img[0, 0], torch.randn(5, 2, device=DEVICE))),
         (IndexError, lambda: F.cross_entropy(img[0, 0], torch.full((6,), 9, device=DEVICE))),
+        # gpudnn's kernels give NaN here: ATen's checks (and errors) run instead
+        (IndexError, lambda: F.nll_loss(img[0, 0], torch.full((6,), 9, device=DEVICE))),
+        (IndexError, lambda: F.nll_loss(img, torch.full((2, 6, 6), -1, device=DEVICE))),
+        (RuntimeError, lambda: F.nll_loss(img[0, 0], torch.zeros(6, dtype=torch.int32,
+                                                                  device=DEVICE))),
+        (RuntimeError, lambda: F.binary_cross_entropy(img.sigmoid() * 2, img.sigmoid())),
+        (RuntimeError, lambda: F.binary_cross_entropy(img.sigmoid(), img.sigmoid() - 1)),
     ]
     with gpudnn.enabled(devices=(DEVICE,), backend="reference"):
         for error, fn in bad:
@@ -534,7 +644,7 @@ def test_enable_arguments():
     with pytest.raises(ValueError, match="device"):
         gpudnn.enable(devices=("xla",))
     with pytest.raises(ValueError, match="not a covered ATen operator"):
-        gpudnn.enable(devices=(DEVICE,), ops=["nll_loss_forward"])
+        gpudnn.enable(devices=(DEVICE,), ops=["native_dropout_backward"])
     with pytest.raises(ValueError, match="unknown gpudnn backend"):
         gpudnn.enable(devices=(DEVICE,), backend="cudnn")
     if DEVICE == "cpu":

@@ -191,6 +191,44 @@ def test_max_pool2d_returns_torchs_indices(backend, shape, kernel, stride, pad, 
     assert idx.stride() == idx_ref.stride()
 
 
+# windows that hold no input position: a dilation steps over a small input (torch accepts these)
+EMPTY_WINDOW_CASES = [
+    pytest.param((2, 3, 1, 1), (1, 2), 1, (0, 1), (1, 2), id="1x1-image"),
+    pytest.param((1, 1, 2, 1), (1, 2), 1, (0, 1), (1, 2), id="index-aliases-a-pixel"),
+    pytest.param((1, 2, 2, 1), 2, 1, 1, 2, id="every-window"),
+    pytest.param((1, 2, 3, 3), 3, 2, 1, 2, id="none-empty"),  # a control
+]
+
+
+@pytest.mark.parametrize("backend", ["reference", "triton",
+                                     pytest.param("cupy", marks=cupy_gpu)])
+@pytest.mark.parametrize("shape,kernel,stride,pad,dil", EMPTY_WINDOW_CASES)
+def test_max_pool2d_window_without_input_positions(backend, shape, kernel, stride, pad, dil):
+    """Such a window's maximum is -inf and its index torch's (the first tap at or past 0, past
+    the image's end), the same on every backend; its gradient goes nowhere. torch's own CPU
+    backward adds it at that index, i.e. into another pixel or plane or past the tensor (it
+    corrupts the heap when the last plane's index is past the end), so the oracle of the gradient
+    is the windows that hold an input position: for each, the gradient at its maximum."""
+    dtype = torch.float64 if backend == "reference" else torch.float32
+    device = "cpu" if backend == "reference" else DEVICE
+    x = _randn(*shape, dtype=dtype).to(device).requires_grad_()
+    y_ref, idx_ref = F.max_pool2d(x.detach().cpu(), kernel, stride, pad, dil, False, True)
+    with gpudnn.use_backend(backend):
+        y, idx = GF.max_pool2d(x, kernel, stride, pad, dil, return_indices=True)
+        grad_y = torch.arange(1, y.numel() + 1, dtype=dtype, device=device).reshape(y.shape)
+        y.backward(grad_y)
+    assert torch.equal(y.cpu(), y_ref) and torch.equal(idx.cpu(), idx_ref)
+    expected = torch.zeros(x.numel() // (shape[2] * shape[3]), shape[2] * shape[3],
+                           dtype=torch.float64)
+    inside = y_ref.reshape(expected.shape[0], -1) != float("-inf")
+    planes = idx_ref.reshape(expected.shape[0], -1)
+    for p, o in inside.nonzero().tolist():
+        expected[p, planes[p, o]] += grad_y.reshape(expected.shape[0], -1)[p, o].item()
+    assert_close(x.grad.cpu(), expected.reshape(shape).to(dtype), dtype, name="grad_x")
+    if shape[2:] == (3, 3):
+        assert bool(inside.all())  # the control: every window holds a position
+
+
 def test_max_pool2d_triton_flat_indices_launchers(device):
     """The FLAT_INDEX variant of the Triton kernels against the reference, on poisoned outputs."""
     gen = torch.Generator().manual_seed(4)

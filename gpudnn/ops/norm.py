@@ -247,6 +247,11 @@ def group_norm(input: Tensor, num_groups: int, weight: Optional[Tensor] = None,
         raise RuntimeError(f"Expected number of channels in input to be divisible by "
                            f"num_groups, but got input of shape {list(input.shape)} and "
                            f"num_groups={num_groups}")
+    # torch's own check (a group of one value per sample normalizes to 0), whatever the mode
+    grouped = [input.shape[0] * channels // num_groups, num_groups, *input.shape[2:]]
+    if grouped[0] * math.prod(grouped[2:]) == 1:
+        raise ValueError(f"Expected more than 1 value per channel when training, got input size "
+                         f"{grouped}")
     for name, t in (("weight", weight), ("bias", bias)):
         if t is not None and (t.dim() != 1 or t.numel() != channels):
             raise RuntimeError(f"Expected {name} to be a vector of size equal to the number of "

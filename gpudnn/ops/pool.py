@@ -308,6 +308,11 @@ def adaptive_avg_pool2d(input, output_size):
     As torch, a 1 x 1 output is the mean over the last two dims of any input of 2 or more dims
     (NaN where they are empty)."""
     check_tensor("input", input)
+    if isinstance(output_size, (tuple, list)) and input.dim() <= len(output_size):
+        # torch's own check of a sequence output_size (an int one skips it)
+        raise ValueError(f"adaptive_avg_pool2d(): input of {input.dim()} dims for an output_size "
+                         f"of {len(output_size)}: Input dimension should be at least "
+                         f"{len(output_size) + 1}")
     out = adaptive_output_size(output_size, input.shape[-2:]) if input.dim() >= 2 else None
     mean = out == (1, 1)  # torch's own path: input.mean((-2, -1), keepdim=True)
     if input.dim() not in (3, 4) and not mean:

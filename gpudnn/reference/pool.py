@@ -34,12 +34,25 @@ def _padded(x: np.ndarray, kernel: Pair, stride: Pair, padding: Pair, dilation: 
     return pad_hw(x, padding[0], extra[0], padding[1], extra[1], value)
 
 
+def _tap_positions(out: int, kernel: int, stride: int, padding: int,
+                   dilation: int) -> np.ndarray:
+    """[out, kernel]: the input position of each tap of each window along one axis."""
+    return np.arange(out)[:, None] * stride - padding + np.arange(kernel)[None, :] * dilation
+
+
 def _first_tap_inside(out: int, kernel: int, stride: int, padding: int,
                       dilation: int) -> np.ndarray:
-    """[out]: the first tap of each window that falls inside the input (not in the left
-    padding; every window holds an input position, so the first one at or past 0 is inside)."""
-    pos = np.arange(out)[:, None] * stride - padding + np.arange(kernel)[None, :] * dilation
-    return np.argmax(pos >= 0, axis=1)
+    """[out]: the first tap of each window at or past 0 (not in the left padding): inside the
+    input when the window holds an input position at all, else past its end (a dilation may step
+    over a small input: torch reports that position too)."""
+    return np.argmax(_tap_positions(out, kernel, stride, padding, dilation) >= 0, axis=1)
+
+
+def _window_inside(size: int, out: int, kernel: int, stride: int, padding: int,
+                   dilation: int) -> np.ndarray:
+    """[out] bool: the window holds an input position along this axis."""
+    pos = _tap_positions(out, kernel, stride, padding, dilation)
+    return ((pos >= 0) & (pos < size)).any(axis=1)
 
 
 def max_pool2d_forward(x, kernel_size, stride, padding, dilation, ceil_mode,
@@ -70,13 +83,18 @@ def max_pool2d_forward(x, kernel_size, stride, padding, dilation, ceil_mode,
 
 def max_pool2d_backward(grad_y, x_shape, saved, kernel_size, stride, padding, dilation,
                         ceil_mode):
-    """grad_x [N, C, H, W]: grad_y [N, C, Ho, Wo] added at the saved indices."""
+    """grad_x [N, C, H, W]: grad_y [N, C, Ho, Wo] added at the saved indices, except for windows
+    without an input position (their index points past the image: their gradient goes
+    nowhere)."""
     n, c, h, w = x_shape
+    ho, wo = grad_y.shape[2:]
+    inside = (_window_inside(h, ho, kernel_size[0], stride[0], padding[0], dilation[0])[:, None]
+              & _window_inside(w, wo, kernel_size[1], stride[1], padding[1], dilation[1])[None])
     plane = np.arange(n * c, dtype=np.int64)[:, None] * (h * w)
-    per_plane = grad_y.shape[2] * grad_y.shape[3]
-    target = (plane + saved.reshape(n * c, per_plane)).ravel()
-    grad = np.bincount(target, weights=grad_y.reshape(n * c, per_plane).ravel().astype(np.float64),
-                       minlength=n * c * h * w)
+    per_plane = ho * wo
+    target = (plane + np.where(inside, saved, 0).reshape(n * c, per_plane)).ravel()
+    weights = np.where(inside, grad_y, 0).reshape(n * c, per_plane).ravel().astype(np.float64)
+    grad = np.bincount(target, weights=weights, minlength=n * c * h * w)
     grad_x = grad.astype(grad_y.dtype, copy=False).reshape(n, c, h, w)
     return in_format(grad_x, is_channels_last(grad_y))
 

@@ -111,6 +111,7 @@ def batch_norm_backward(grad_y, x, weight, bias, mean, invstd, act: Activation |
     need_b = need_b and bias is not None
     device = require_cuda(op, grad_y=grad_y, x=x, weight=weight, bias=bias, mean=mean,
                           invstd=invstd)
+    mean, invstd = _fp32(mean), _fp32(invstd)  # read by channel: a strided view copied
     x, channels_last = _layout(x)
     grad_y = _like(grad_y, channels_last)
     batch, channels = x.shape[0], x.shape[1]
@@ -127,10 +128,12 @@ def batch_norm_backward(grad_y, x, weight, bias, mean, invstd, act: Activation |
     sums = None
     if need_w or need_b or (training and need_x):
         sums = _reduce_sums(op, s, grad_y, x, channels_last, mean, invstd, w32, b32, act, device)
+        # contiguous copies: two views of ``sums`` would alias each other (a custom op's outputs
+        # must not) and have stride 2 (the registered fake has 1)
         if need_w:
-            grad_weight = sums[:, 1].to(weight.dtype)
+            grad_weight = sums[:, 1].to(weight.dtype).contiguous()
         if need_b:
-            grad_bias = sums[:, 0].to(bias.dtype)
+            grad_bias = sums[:, 0].to(bias.dtype).contiguous()
     if need_x and x.numel():
         launch("batchnorm", f"batch_norm_backward_input_{s}", device, (blocks_for(x.numel()),),
                (THREADS,), (grad_y, x, grad_x, i64(x.numel()), i64(per_channel), i32(channels),
@@ -186,6 +189,7 @@ def batch_norm_backward_reduce(grad_y, x, weight, bias, mean, invstd, act: Activ
     s = _check(op, x, weight=weight, bias=bias)
     device = require_cuda(op, grad_y=grad_y, x=x, weight=weight, bias=bias, mean=mean,
                           invstd=invstd)
+    mean, invstd = _fp32(mean), _fp32(invstd)  # read by channel: a strided view copied
     x, channels_last = _layout(x)
     if x.shape[1] == 0 or x.numel() == 0:
         zeros = alloc.empty((x.shape[1],), dtype=torch.float32, device=device).zero_()
@@ -202,6 +206,7 @@ def batch_norm_backward_elemt(grad_y, x, weight, bias, mean, invstd, act: Activa
     s = _check(op, x, weight=weight, bias=bias)
     device = require_cuda(op, grad_y=grad_y, x=x, weight=weight, bias=bias, mean=mean,
                           invstd=invstd)
+    mean, invstd = _fp32(mean), _fp32(invstd)  # read by channel: a strided view copied
     x, channels_last = _layout(x)
     grad_y = _like(grad_y, channels_last)
     grad_x = alloc.empty_like(x, memory_format=torch.preserve_format)

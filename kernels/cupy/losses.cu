@@ -101,7 +101,8 @@ __device__ void nll_loss_forward_impl(const T* __restrict__ log_probs,
         const long long t = target[row];
         const float w = target_weight(t, weight, cols, ignore_index);
         float loss = 0.0f;
-        if (t != ignore_index)
+        // log_probs null: only the target weights are wanted (row_den), nothing is read
+        if (t != ignore_index && log_probs != nullptr)
             loss = (t < 0 || t >= cols) ? quiet_nan() : -to_float(log_probs[row * cols + t]) * w;
         if (row_loss != nullptr) row_loss[row] = to_float(from_float<T>(loss));
         if (row_out != nullptr) row_out[row] = from_float<T>(loss);

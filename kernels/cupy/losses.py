@@ -8,6 +8,7 @@ from __future__ import annotations
 import torch
 
 from .. import alloc
+from ..layout import contiguous
 from ._runtime import blocks_for, f32, i32, i64, launch, require_cuda, same_dtype, suffix, \
     threads_per_row, THREADS
 
@@ -52,15 +53,11 @@ def _check_rows(op: str, logits: torch.Tensor, target: torch.Tensor, weight, pro
     return s
 
 
-def _contiguous(*tensors):
-    return tuple(t.contiguous() if t is not None else None for t in tensors)
-
-
 def _ce_forward(op, logits, target, weight, label_smoothing, ignore_index, reduction, probs):
     s = _check_rows(op, logits, target, weight, probs)
     mode = _reduction(op, reduction)
     device = require_cuda(op, logits=logits, target=target, weight=weight)
-    logits, target, weight = _contiguous(logits, target, weight)
+    logits, target, weight = contiguous(logits, target, weight)
     rows, cols = logits.shape
     lse = alloc.empty((rows,), dtype=torch.float32, device=device)
     log_sum = alloc.empty((rows,), dtype=torch.float32, device=device) if probs else None
@@ -122,7 +119,7 @@ def _ce_backward(op, grad_loss, logits, target, lse, weight, label_smoothing, ig
     device = require_cuda(op, grad_loss=grad_loss, logits=logits, target=target, lse=lse,
                           weight=weight)
     need_x, need_t = (tuple(needs) + (False, False))[:2]
-    logits, target, weight = _contiguous(logits, target, weight)
+    logits, target, weight = contiguous(logits, target, weight)
     grad_logits = alloc.empty_like(logits) if need_x else None
     grad_target = alloc.empty_like(target) if need_t else None
     den = None
@@ -158,7 +155,7 @@ def nll_loss_forward(log_probs: torch.Tensor, target: torch.Tensor, ignore_index
     s = _check_rows("nll_loss_forward", log_probs, target, weight, False)
     mode = _reduction("nll_loss_forward", reduction)
     device = require_cuda("nll_loss_forward", log_probs=log_probs, target=target, weight=weight)
-    log_probs, target, weight = _contiguous(log_probs, target, weight)
+    log_probs, target, weight = contiguous(log_probs, target, weight)
     rows, cols = log_probs.shape
     if mode == REDUCTIONS["none"]:
         out, row_loss, row_den = alloc.empty((rows,), dtype=log_probs.dtype, device=device), \

@@ -59,6 +59,14 @@ __device__ void max_pool2d_forward_impl(const T* __restrict__ x, T* __restrict__
                 }
             }
         }
+        if (best_index < 0) {
+            // no tap in the image (a dilation steps over it): torch's index of the window's
+            // first tap at or past 0, outside the image; the backward never reaches it
+            int h0 = oh * g.stride_h - g.pad_h, w0 = ow * g.stride_w - g.pad_w;
+            if (h0 < 0) h0 += (g.dilation_h - 1 - h0) / g.dilation_h * g.dilation_h;
+            if (w0 < 0) w0 += (g.dilation_w - 1 - w0) / g.dilation_w * g.dilation_w;
+            best_index = static_cast<long long>(h0) * g.width + w0;
+        }
         y[o] = from_float<T>(best);
         indices[o] = best_index;
     }

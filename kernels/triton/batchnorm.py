@@ -24,6 +24,7 @@ import triton.language as tl
 from torch.library import wrap_triton
 
 from .. import alloc
+from ..layout import contiguous
 from ..activations import NAMES, Activation, code_of, param_of
 from ..limits import check_grid
 from . import _pointwise
@@ -409,6 +410,21 @@ def batch_norm_forward(x, weight, bias, running_mean, running_var, training: boo
     C = x.shape[1]
     if not training and (running_mean is None or running_var is None):
         raise ValueError("batch_norm: eval mode needs running_mean and running_var")
+    # the kernels index the per-channel vectors by channel: strided running statistics are
+    # updated through contiguous copies written back
+    weight, bias = contiguous(weight, bias)
+    stats = contiguous(running_mean, running_var)
+    y, mean, invstd = _forward(x, weight, bias, *stats, training, momentum, eps, act)
+    if training:
+        for given, updated in zip((running_mean, running_var), stats):
+            if given is not None and updated is not given:
+                given.copy_(updated)
+    return y, mean, invstd
+
+
+def _forward(x, weight, bias, running_mean, running_var, training: bool, momentum: float,
+             eps: float, act: Activation | None):
+    C = x.shape[1]
     x, (sx_n, sx_c, sx_s) = _as_view3(x)
     y = alloc.empty_like(x, memory_format=torch.preserve_format)
     y, (sy_n, sy_c, sy_s) = _as_view3(y)
@@ -480,6 +496,7 @@ def batch_norm_backward(grad_y, x, weight, bias, mean, invstd, act: Activation |
                         training: bool, needs):
     """-> (grad_x, grad_weight, grad_bias), None where ``needs`` (x, weight, bias) says so."""
     _check(x, weight=weight, bias=bias, mean=mean, invstd=invstd)
+    weight, bias, mean, invstd = contiguous(weight, bias, mean, invstd)
     if grad_y.shape != x.shape:
         raise ValueError(f"batch_norm_backward: grad_y {tuple(grad_y.shape)} and x "
                          f"{tuple(x.shape)} differ in shape")
@@ -535,6 +552,7 @@ def batch_norm_backward_reduce(grad_y, x, weight, bias, mean, invstd, act: Activ
     """-> (sum_dz, sum_dz_xhat) [C] fp32 over this batch, with dz the gradient at the
     pre-activation and xhat = (x - mean) * invstd for the given (global) statistics."""
     _check(x, weight=weight, bias=bias, mean=mean, invstd=invstd)
+    weight, bias, mean, invstd = contiguous(weight, bias, mean, invstd)
     C = x.shape[1]
     if x.numel() == 0:
         zeros = alloc.empty((C,), dtype=torch.float32, device=x.device).zero_()
@@ -551,6 +569,7 @@ def batch_norm_backward_elemt(grad_y, x, weight, bias, mean, invstd, act: Activa
     """grad_x = w invstd (dz - (sum_dz + xhat sum_dz_xhat) / count): the training-mode input
     gradient for sums and a count over every process's batch."""
     _check(x, weight=weight, bias=bias, mean=mean, invstd=invstd)
+    weight, bias, mean, invstd = contiguous(weight, bias, mean, invstd)
     gx = alloc.empty_like(x, memory_format=torch.preserve_format)
     if x.numel() == 0:
         return gx

@@ -28,6 +28,7 @@ import triton.language as tl
 from torch.library import wrap_triton
 
 from .. import alloc
+from ..layout import contiguous
 from ..limits import check_grid
 from ..activations import Activation, code_of, param_of
 from ._spatial import (empty_4d, nhwc, pixel_channel_tile, pixel_coords, signature, source_coords,
@@ -578,6 +579,7 @@ def conv2d_forward_scaled(x, weight, scale, bias, stride, padding, dilation, gro
     batch, in_c, h, w = x.shape
     out_c, _, kh, kw = weight.shape
     pt, pb, pl, pr = padding
+    bias, scale = contiguous(bias, scale)  # the epilogue reads them at the channel index
     out_h = (h + pt + pb - dilation[0] * (kh - 1) - 1) // stride[0] + 1
     out_w = (w + pl + pr - dilation[1] * (kw - 1) - 1) // stride[1] + 1
     _check_int32(x.shape, (batch, out_c, out_h, out_w))
@@ -648,6 +650,7 @@ def conv_transpose2d_forward(x, weight, bias, stride, padding, output_padding, g
     batch, in_c, h, w = x.shape
     _, out_c_g, kh, kw = weight.shape
     out_c = out_c_g * groups
+    bias, = contiguous(bias)  # the epilogue reads it at the channel index
     out_h, out_w = _transpose_out_hw(h, w, weight, stride, padding, output_padding, dilation)
     _check_int32(x.shape, (batch, out_c, out_h, out_w))
     channels_last = _output_format(x, weight)

@@ -20,6 +20,7 @@ import triton.language as tl
 from torch.library import wrap_triton
 
 from .. import alloc
+from ..layout import contiguous
 from ..activations import NAMES, Activation, code_of, param_of
 from . import _pointwise
 from ._pointwise import INT32_LIMIT
@@ -266,8 +267,7 @@ def dense_forward(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | No
     y = alloc.empty((M, N), dtype=x.dtype, device=x.device)
     z = alloc.empty((M, N), dtype=x.dtype, device=x.device) if store_z else None
     if M and N:
-        if bias is not None:
-            bias = bias.contiguous()
+        bias, = contiguous(bias)
         t = _config("fwd", M, N, K, x.dtype)
         i64 = _needs_i64(x, weight, y)
         _check_tiles(i64, ("x", x, t.BP, t.BR), ("weight", weight, t.BQ, t.BR),

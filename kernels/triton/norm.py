@@ -43,6 +43,7 @@ from torch._prims_common import suggest_memory_format
 from torch.library import wrap_triton
 
 from .. import alloc
+from ..layout import contiguous
 from ..activations import NAMES, Activation, code_of, param_of
 from ..limits import check_grid
 from . import _pointwise
@@ -576,6 +577,7 @@ def layer_norm_forward(x, normalized_shape, weight, bias, eps: float, act: Activ
     """x [*, *normalized_shape] -> (y contiguous, mean [M] fp32, rstd [M] fp32), M = the
     product of the leading dims; weight / bias shaped normalized_shape (or None)."""
     k, m, n = _check_ln(x, normalized_shape, weight=weight, bias=bias)
+    weight, bias = contiguous(weight, bias)  # (their gradients then contiguous too)
     y = alloc.empty(x.shape, dtype=x.dtype, device=x.device)
     mean, rstd = _statistics((m,), x.device)
     if m == 0:
@@ -594,6 +596,7 @@ def layer_norm_backward(grad_y, x, normalized_shape, weight, bias, mean, rstd,
     """-> (grad_x in x's layout where its dims collapse to [M, N], else contiguous;
     grad_weight, grad_bias), None where ``needs`` (x, weight, bias) says so."""
     k, m, n = _check_ln(x, normalized_shape, weight=weight, bias=bias, grad_y=grad_y)
+    weight, bias = contiguous(weight, bias)  # (their gradients then contiguous too)
     if grad_y.shape != x.shape:
         raise ValueError(f"layer_norm_backward: grad_y {tuple(grad_y.shape)} and x "
                          f"{tuple(x.shape)} differ in shape")
@@ -688,6 +691,7 @@ def group_norm_forward(x, num_groups: int, weight, bias, eps: float, act: Activa
     """x [N, C, *] -> (y in x's suggested memory format (contiguous where a group spans more
     than 32-bit offsets), mean [N, G] fp32, rstd [N, G] fp32); weight / bias [C] (or None)."""
     N, C, S = _check_gn(x, num_groups, weight=weight, bias=bias)
+    weight, bias = contiguous(weight, bias)  # (their gradients then contiguous too)
     G = num_groups
     y = alloc.empty(x.shape, dtype=x.dtype, device=x.device,
                     memory_format=suggest_memory_format(x))
@@ -712,6 +716,7 @@ def group_norm_backward(grad_y, x, num_groups: int, weight, bias, mean, rstd,
     """-> (grad_x in x's layout where its spatial dims collapse, else x's suggested format;
     grad_weight [C], grad_bias [C]), None where ``needs`` says so."""
     N, C, S = _check_gn(x, num_groups, weight=weight, bias=bias, grad_y=grad_y)
+    weight, bias = contiguous(weight, bias)  # (their gradients then contiguous too)
     if grad_y.shape != x.shape:
         raise ValueError(f"group_norm_backward: grad_y {tuple(grad_y.shape)} and x "
                          f"{tuple(x.shape)} differ in shape")

@@ -87,9 +87,16 @@ def _pool_forward_kernel(
     if IS_MAX:
         tl.store(y_ptr + y_offs, best.to(y_ptr.dtype.element_ty), mask=out_mask)
         if FLAT_INDEX:
+            h0 = op[:, None] * stride_h - pad_h
+            w0 = oq[:, None] * stride_w - pad_w
             r = best_tap // KW
-            h = op[:, None] * stride_h - pad_h + r * dil_h
-            w = oq[:, None] * stride_w - pad_w + (best_tap - r * KW) * dil_w
+            h = h0 + r * dil_h
+            w = w0 + (best_tap - r * KW) * dil_w
+            # a window with no tap in the image (a dilation steps over it): torch's index of
+            # its first tap at or past 0, outside the image; the backward never reaches it
+            empty = best_tap < 0
+            h = tl.where(empty, tl.where(h0 < 0, h0 + (dil_h - 1 - h0) // dil_h * dil_h, h0), h)
+            w = tl.where(empty, tl.where(w0 < 0, w0 + (dil_w - 1 - w0) // dil_w * dil_w, w0), w)
             best_tap = h.to(tl.int64) * W + w
         tl.store(idx_ptr + y_offs, best_tap.to(idx_ptr.dtype.element_ty), mask=out_mask)
     else:

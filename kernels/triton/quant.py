@@ -27,6 +27,7 @@ import triton.language as tl
 from torch.library import wrap_triton
 
 from .. import alloc
+from ..layout import contiguous
 from ..activations import NAMES, Activation, code_of, param_of
 from . import _pointwise
 from . import conv as _conv
@@ -138,8 +139,7 @@ def quant_dense_forward(x: torch.Tensor, weight: torch.Tensor, scale: torch.Tens
         raise ValueError(f"quantized linear (triton): x {tuple(x.shape)} / weight "
                          f"{tuple(weight.shape)}: offsets past 2^31 elements, which these kernels "
                          "index in 32 bits; split the batch")
-    if bias is not None:
-        bias = bias.contiguous()
+    scale, bias = contiguous(scale, bias)  # read at the output channel index
     t = _config(M, x.dtype)
     grid = (triton.cdiv(N, t.BN) * triton.cdiv(M, t.BM),)
     wrap_triton(_quant_dense_kernel)[grid](
