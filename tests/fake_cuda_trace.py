@@ -84,7 +84,8 @@ def check(name: str, mode: FakeTensorMode, device: str) -> dict:
 
 def main() -> int:
     logging.getLogger("torch._higher_order_ops.triton_kernel_wrap").setLevel(logging.ERROR)
-    triton.runtime.driver.set_active(_Hopper())
+    if not torch.cuda.is_available():  # on a GPU the real driver (a Hopper one) answers
+        triton.runtime.driver.set_active(_Hopper())
     mode = FakeTensorMode(allow_non_fake_inputs=True)
     # a CPU-only torch cannot fake copies or channels_last clones on CUDA tensors: without a
     # GPU the launchers are traced on fake "meta" tensors, through the same traceable path
