@@ -652,8 +652,9 @@ def _nll_rows(self, target, weight, ignore_index, image: bool):
         raise _Uncovered
     flat = target.reshape(-1).long()
     valid = flat != ignore_index
-    if bool((valid & ((flat < 0) | (flat >= classes))).any()):
-        raise _Uncovered
+    out_of_range = valid & ((flat < 0) | (flat >= classes))
+    if bool(out_of_range.any()):
+        _refuse(self, IndexError(f"Target {int(flat[out_of_range][0])} is out of bounds."))
     rows = self.movedim(1, -1).reshape(-1, classes) if image else self.reshape(-1, classes)
     return rows, flat, valid
 
@@ -739,6 +740,15 @@ def _broadcasts_to(weight, x) -> bool:
         return False
 
 
+def _refuse(like: torch.Tensor, error: Exception):
+    """An input ATen refuses: on the CPU its own kernel raises its own error (_Uncovered hands
+    the call back); on a GPU its kernel would stop on a device-side assert, which breaks the
+    process's CUDA context, so gpudnn raises ``error`` (ATen's CPU message) itself."""
+    if like.device.type == "cpu":
+        raise _Uncovered
+    raise error
+
+
 def _in_unit(*tensors: torch.Tensor) -> bool:
     """Every element in [0, 1] (NaN is not): one host sync."""
     return bool(torch.stack([((t >= 0) & (t <= 1)).all() for t in tensors]).all())
@@ -753,9 +763,13 @@ def _bce_covered(self, target, weight, reduction, grad_output=None) -> str:
             or not _floating(self, target, weight, grad_output) \
             or (grad_output is not None
                 and (grad_output.shape != self.shape if red == "none"
-                     else grad_output.numel() != 1 or grad_output.dim() > 1)) \
-            or not _in_unit(self, target):
+                     else grad_output.numel() != 1 or grad_output.dim() > 1)):
         raise _Uncovered
+    if not _in_unit(self, target):
+        if grad_output is not None:  # ATen's backward takes them
+            raise _Uncovered
+        name = "input" if not _in_unit(self) else "target"
+        _refuse(self, RuntimeError(f"all elements of {name} should be between 0 and 1"))
     return red
 
 
@@ -1130,7 +1144,10 @@ def _kernel(override: _Override, device: str, original) -> Callable:
             return hand_back(keyset, args, kwargs)
         choice = _ENABLED[device].backend if device in _ENABLED else None
         try:
-            out = impl(choice or get_backend(), *args, **kwargs)
+            # below autograd (ATen's derivative formula records the call): the launchers' own
+            # torch calls must not record another graph (nor refuse out= on tensors needing grad)
+            with contextlib.nullcontext() if override.autograd else torch.no_grad():
+                out = impl(choice or get_backend(), *args, **kwargs)
         except _Uncovered:
             _count(_HANDED_BACK, name)
             return hand_back(keyset, args, kwargs)

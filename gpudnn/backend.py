@@ -189,9 +189,12 @@ _warned: set[str] = set()
 
 
 @torch.compiler.assume_constant_result
-def _choose(kernels: Kernels, choice: str, device: str, float64: bool) -> tuple[str, str]:
-    """(backend, "") or ("", why none can run): a pure function of its arguments, so that
-    torch.compile evaluates it once while tracing and guards on the arguments instead."""
+def _choose(op: str, choice: str, device: str, float64: bool) -> tuple[str, str]:
+    """(backend, "") or ("", why none can run) for op ``op`` (its name in KERNELS): a pure
+    function of its arguments, so that torch.compile evaluates it once while tracing and guards
+    on the arguments instead (plain strings: torch 2.11's dynamo cannot pass a frozen dataclass
+    such as Kernels into it)."""
+    kernels = KERNELS[op]
     if choice != "auto":
         why = _why_not(choice, device)
         if why is None and getattr(kernels, choice) is None:
@@ -218,7 +221,8 @@ def resolve(kernels: Kernels, *tensors: Any) -> str:
 
     "auto" only picks a GPU backend that has the op's forward and backward, because a backward
     runs on the backend its forward ran on: the ops pass the name resolved here to both."""
-    backend, why = _choose(kernels, get_backend(), _device_type(tensors), _has_float64(tensors))
+    backend, why = _choose(kernels.name, get_backend(), _device_type(tensors),
+                           _has_float64(tensors))
     if why:
         raise RuntimeError(why)
     return backend

@@ -7,6 +7,7 @@ SyncBatchNorm normalizes a training batch with the statistics of every process o
 """
 from __future__ import annotations
 
+import inspect
 from typing import Any
 
 import torch
@@ -16,6 +17,22 @@ from ..ops.batchnorm import batch_norm, sync_batch_norm
 from ._fused import join_repr
 
 __all__ = ["BatchNorm1d", "BatchNorm2d", "SyncBatchNorm"]
+
+
+# torch 2.13's _NormBase takes ``bias=``; torch 2.11's (the GPU images') does not
+_TORCH_TAKES_BIAS = "bias" in inspect.signature(
+    torch.nn.modules.batchnorm._NormBase.__init__).parameters
+
+
+def _init_norm(module: torch.nn.Module, init, *args, bias: bool) -> None:
+    """torch's ``init(*args, bias=bias)``; on a torch without that keyword, its effect: an affine
+    layer without a bias parameter."""
+    if _TORCH_TAKES_BIAS:
+        init(*args, bias=bias)
+        return
+    init(*args)
+    if not bias and module.affine:
+        module.register_parameter("bias", None)
 
 
 class _FusedBatchNorm:
@@ -54,8 +71,8 @@ class _BatchNormTwin(_FusedBatchNorm):
     def __init__(self, num_features: int, eps: float = 1e-5, momentum: float | None = 0.1,
                  affine: bool = True, track_running_stats: bool = True, device=None, dtype=None,
                  activation: Any = None, *, bias: bool = True) -> None:
-        super().__init__(num_features, eps, momentum, affine, track_running_stats, device, dtype,
-                         bias=bias)
+        _init_norm(self, super().__init__, num_features, eps, momentum, affine,
+                   track_running_stats, device, dtype, bias=bias)
         self.activation = parse_activation(activation)
 
 
@@ -77,8 +94,8 @@ class SyncBatchNorm(_FusedBatchNorm, torch.nn.SyncBatchNorm):
     def __init__(self, num_features: int, eps: float = 1e-5, momentum: float | None = 0.1,
                  affine: bool = True, track_running_stats: bool = True, process_group=None,
                  device=None, dtype=None, activation: Any = None, *, bias: bool = True) -> None:
-        super().__init__(num_features, eps, momentum, affine, track_running_stats,
-                         process_group, device, dtype, bias=bias)
+        _init_norm(self, super().__init__, num_features, eps, momentum, affine,
+                   track_running_stats, process_group, device, dtype, bias=bias)
         self.activation = parse_activation(activation)
 
     def forward(self, input: torch.Tensor) -> torch.Tensor:
